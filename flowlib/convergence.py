@@ -1,0 +1,131 @@
+"""Convergence studies: the error of L-layer discretisations against a fine reference, and its order."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .integrate.simulate import Trajectory, simulate
+from .integrate.steppers import Stepper
+
+__all__ = ["global_error", "fit_order", "ConvergenceStudy", "convergence_study"]
+
+
+def global_error(traj: Trajectory, reference: Trajectory, *, atol_time: float = 1e-9) -> Tensor:
+    r"""Worst error over saved times and tokens: :math:`\max_k \max_i \|x_i(t_k) - x^{\rm ref}_i(t_k)\|`.
+
+    Every time of ``traj`` must also be a saved time of ``reference`` (within ``atol_time``).
+
+    Returns
+    -------
+    Tensor, shape (...)
+        One value per independent system (leading dims of the token tensor).
+
+    Raises
+    ------
+    ValueError
+        If a time of ``traj`` is missing from ``reference`` or the token shapes differ.
+    """
+    if traj.x.shape[1:] != reference.x.shape[1:]:
+        raise ValueError(
+            f"token shapes differ: trajectory {tuple(traj.x.shape[1:])}, reference {tuple(reference.x.shape[1:])}"
+        )
+    gap = (traj.t[:, None] - reference.t[None, :]).abs()
+    best, idx = gap.min(dim=1)
+    if bool((best > atol_time).any()):
+        missing = traj.t[best > atol_time][:3].tolist()
+        raise ValueError(f"reference has no saved state at times {missing}; save it on a grid containing them")
+    diff = traj.x - reference.x[idx.to(reference.x.device)]
+    return torch.linalg.vector_norm(diff, dim=-1).amax(dim=-1).amax(dim=0)
+
+
+def fit_order(n_steps: Sequence[int], errors: Sequence[float], *, floor: float = 1e-13) -> float:
+    """Empirical order: minus the least-squares slope of ``log(error)`` against ``log(n_steps)``.
+
+    Points with ``error <= floor`` (round-off) are dropped, as in diffrax's convergence tests.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two points remain above the floor or the lengths differ.
+    """
+    n = np.asarray(n_steps, dtype=float)
+    e = np.asarray([float(v) for v in errors], dtype=float)
+    if n.shape != e.shape:
+        raise ValueError(f"n_steps and errors must have the same length; got {n.shape} and {e.shape}")
+    keep = e > floor
+    if keep.sum() < 2:
+        raise ValueError(f"need at least two errors above floor={floor:g}; got {e.tolist()}")
+    slope = np.polyfit(np.log(n[keep]), np.log(e[keep]), 1)[0]
+    return float(-slope)
+
+
+@dataclass(frozen=True)
+class ConvergenceStudy:
+    """Result of :func:`convergence_study`: ``errors[i]`` is the worst error with ``layers[i]`` steps."""
+
+    layers: tuple[int, ...]
+    errors: tuple[float, ...]
+    order: float
+    method: str
+
+
+def convergence_study(
+    field: Callable,
+    x0: Tensor,
+    *,
+    t1: float,
+    layers: Sequence[int],
+    method: str | Stepper = "euler",
+    reference_steps: int | None = None,
+    reference_method: str = "rk4",
+    floor: float = 1e-13,
+) -> ConvergenceStudy:
+    """Error of ``method`` with each number of ``layers`` against a fine reference, uniformly in time and tokens.
+
+    Parameters
+    ----------
+    field : VelocityField or callable
+    x0 : Tensor, shape (..., n, d)
+        Use float64 to see orders above 2 (float32 round-off floors near 1e-7).
+    t1 : float
+        Horizon.
+    layers : sequence of int
+        Numbers of steps, e.g. ``[4, 8, 16, 32, 64]``.
+    method : str or Stepper
+        The stepper under study.
+    reference_steps : int, optional
+        Steps of the reference solution; must be a multiple of every entry of ``layers``
+        (default: the least common multiple of ``layers`` times enough to reach at least 2048).
+    reference_method : str
+        Stepper of the reference (default RK4).
+    floor : float
+        Errors at or below this are ignored by the order fit.
+
+    Returns
+    -------
+    ConvergenceStudy
+        For batched ``x0`` the worst system is reported.
+    """
+    layers = tuple(int(v) for v in layers)
+    lcm = math.lcm(*layers)
+    if reference_steps is None:
+        reference_steps = lcm * max(1, math.ceil(2048 / lcm))
+    if reference_steps % lcm:
+        raise ValueError(
+            f"reference_steps must be a multiple of every entry of layers (lcm {lcm}); got {reference_steps}"
+        )
+    ref = simulate(
+        field, x0, t1=t1, n_steps=reference_steps, method=reference_method, save_every=reference_steps // lcm
+    )
+    errors = []
+    for L in layers:
+        traj = simulate(field, x0, t1=t1, n_steps=L, method=method)
+        errors.append(float(global_error(traj, ref).max()))
+    name = method.name if isinstance(method, Stepper) else method
+    return ConvergenceStudy(layers, tuple(errors), fit_order(layers, errors, floor=floor), name)

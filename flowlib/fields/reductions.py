@@ -1,0 +1,320 @@
+r"""The one O(n^2) primitive behind every attention field, with interchangeable backends.
+
+:func:`softmax_average` computes, for queries :math:`q_i`, keys :math:`k_j` and values :math:`v_j`,
+
+.. math::
+
+    \mathrm{out}_i = \sum_j P_{ij} v_j, \qquad
+    P_{ij} = \frac{\exp(\beta \langle q_i, k_j\rangle + b_{ij})\,[\text{$j$ allowed for $i$}]}
+                  {\sum_l \exp(\beta \langle q_i, k_l\rangle + b_{il})\,[\text{$l$ allowed for $i$}]},
+
+always with a max-shift (log-sum-exp), so large logits never overflow, and with the convention
+that a query which may attend to no key gets ``out_i = 0`` (never NaN).
+
+Backends
+--------
+``"dense"``
+    Materialises the ``(..., n, m)`` logits. Exact reference; O(n m) memory.
+``"chunked"``
+    Loops over blocks of queries; each block's softmax is complete, so the result equals
+    ``dense`` up to round-off, with O(c m) memory for a block of c queries. Any dtype, any device.
+``"sdpa"``
+    :func:`torch.nn.functional.scaled_dot_product_attention` with an explicit ``scale=beta``
+    (its default ``1/sqrt(E)`` is never used) and ``is_causal`` for causal masks. The inputs are laid
+    out as ``(B, 1, n, E)`` so that the fused (flash) kernels, whose memory is linear in n, are eligible
+    on the CPU as well as on CUDA.
+``"auto"``
+    See :func:`choose_backend`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Backend",
+    "BACKENDS",
+    "DENSE_LIMIT_BYTES",
+    "choose_backend",
+    "softmax_average",
+    "logsumexp_rows",
+    "attention_logits",
+    "causal_mask",
+]
+
+Backend = Literal["auto", "dense", "chunked", "sdpa"]
+BACKENDS: tuple[str, ...] = ("auto", "dense", "chunked", "sdpa")
+
+#: Largest logits tensor (in bytes, summed over the batch) that ``auto`` materialises densely.
+DENSE_LIMIT_BYTES = 64 * 2**20
+#: Memory budget (bytes) for one block of logits in the ``chunked`` backend.
+CHUNK_BUDGET_BYTES = 32 * 2**20
+
+
+def causal_mask(n: int, m: int | None = None, *, include_self: bool = True, device=None) -> Tensor:
+    """Boolean causal mask of shape ``(n, m)``: entry ``(i, j)`` is True (attend) when ``j <= i``.
+
+    Parameters
+    ----------
+    n, m
+        Number of queries and keys (``m`` defaults to ``n``).
+    include_self
+        If False, token ``i`` attends to ``j < i`` only; the first token then attends to nothing
+        and its velocity is defined to be 0.
+    device
+        Device of the result.
+
+    Returns
+    -------
+    Tensor
+        ``(n, m)`` boolean tensor.
+    """
+    m = n if m is None else m
+    return torch.ones(n, m, dtype=torch.bool, device=device).tril(0 if include_self else -1)
+
+
+def _batch_numel(*shapes: torch.Size) -> int:
+    return math.prod(torch.broadcast_shapes(*shapes)) if shapes else 1
+
+
+def choose_backend(
+    n: int,
+    m: int,
+    *,
+    batch: int = 1,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    has_bias: bool = False,
+) -> str:
+    """The rule behind ``backend="auto"``, deterministic and unit-tested.
+
+    1. ``dense`` when the logits of the whole batch fit in :data:`DENSE_LIMIT_BYTES` (64 MiB);
+    2. else ``sdpa`` when the fused kernels apply: on the CPU for float32/float64/bfloat16, on CUDA
+       for float32/float16/bfloat16 (float64 on CUDA only has the O(n^2) math kernel), and only
+       without a full ``(n, m)`` bias;
+    3. else ``chunked``.
+    """
+    device = torch.device(device)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if batch * n * m * itemsize <= DENSE_LIMIT_BYTES:
+        return "dense"
+    if not has_bias:
+        if device.type == "cpu" and dtype in (torch.float32, torch.float64, torch.bfloat16):
+            return "sdpa"
+        if device.type == "cuda" and dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return "sdpa"
+    return "chunked"
+
+
+def _full_mask(mask: Tensor | None, causal: bool, n: int, m: int, device) -> Tensor | None:
+    """Combine a user mask and the causal flag into one boolean mask (or None)."""
+    if causal:
+        cm = causal_mask(n, m, device=device)
+        return cm if mask is None else (mask & cm)
+    return mask
+
+
+def attention_logits(q: Tensor, k: Tensor, *, beta: float = 1.0, bias: Tensor | None = None) -> Tensor:
+    """Dense logits ``beta * q @ k^T + bias`` of shape ``(..., n, m)``."""
+    logits = beta * (q @ k.mT)
+    if bias is not None:
+        logits = logits + bias
+    return logits
+
+
+def _masked_shift(logits: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Return ``(logits - rowmax, rowmax)`` with masked entries at -inf and empty rows shifted by 0."""
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    mx = logits.amax(dim=-1, keepdim=True).detach()
+    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    return logits - mx, mx
+
+
+def _dense_average(q, k, v, beta, mask, bias) -> Tensor:
+    shifted, _ = _masked_shift(attention_logits(q, k, beta=beta, bias=bias), mask)
+    w = torch.exp(shifted)
+    denom = w.sum(dim=-1, keepdim=True)
+    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    return (w @ v) / denom
+
+
+def _dense_lse(q, k, beta, mask, bias) -> Tensor:
+    shifted, mx = _masked_shift(attention_logits(q, k, beta=beta, bias=bias), mask)
+    s = torch.exp(shifted).sum(dim=-1)
+    return torch.log(s) + mx.squeeze(-1)
+
+
+def dense_weights(
+    q: Tensor,
+    k: Tensor,
+    *,
+    beta: float = 1.0,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    bias: Tensor | None = None,
+) -> Tensor:
+    """Dense attention matrix ``P`` of shape ``(..., n, m)`` (rows sum to 1, empty rows are 0)."""
+    n, m = q.shape[-2], k.shape[-2]
+    mask = _full_mask(mask, causal, n, m, q.device)
+    shifted, _ = _masked_shift(attention_logits(q, k, beta=beta, bias=bias), mask)
+    w = torch.exp(shifted)
+    denom = w.sum(dim=-1, keepdim=True)
+    return w / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+def _row_slice(t: Tensor | None, i0: int, i1: int, n: int) -> Tensor | None:
+    if t is None or t.shape[-2] == 1:
+        return t
+    return t[..., i0:i1, :]
+
+
+def _chunk_rows(q: Tensor, k: Tensor, v: Tensor | None, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        return max(1, int(chunk_size))
+    batch = _batch_numel(q.shape[:-2], k.shape[:-2])
+    width = k.shape[-2] * (1 + (0 if v is None else 1))
+    return max(1, CHUNK_BUDGET_BYTES // max(1, batch * width * q.element_size() * 3))
+
+
+def _chunked(fn, q, k, v, beta, mask, causal, bias, chunk_size) -> Tensor:
+    n, m = q.shape[-2], k.shape[-2]
+    c = _chunk_rows(q, k, v, chunk_size)
+    outs = []
+    for i0 in range(0, n, c):
+        i1 = min(n, i0 + c)
+        blk_mask = _row_slice(mask, i0, i1, n)
+        if causal:
+            cm = torch.arange(i0, i1, device=q.device)[:, None] >= torch.arange(m, device=q.device)[None, :]
+            blk_mask = cm if blk_mask is None else (blk_mask & cm)
+        args = (q[..., i0:i1, :], k) + ((v,) if v is not None else ())
+        outs.append(fn(*args, beta, blk_mask, _row_slice(bias, i0, i1, n)))
+    return torch.cat(outs, dim=-1 if v is None else -2)
+
+
+def _to4d(t: Tensor, batch_shape: torch.Size) -> Tensor:
+    t = t.expand(*batch_shape, *t.shape[-2:])
+    return t.reshape(-1, 1, *t.shape[-2:])
+
+
+def _sdpa_average(q, k, v, beta, mask, causal, bias) -> Tensor:
+    n, m = q.shape[-2], k.shape[-2]
+    batch_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    attn_mask = None
+    if bias is not None:
+        attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        attn_mask = mask
+    if attn_mask is not None:
+        # SDPA takes (B, 1, n or 1, m); bring every leading dim of the mask into B.
+        am = attn_mask.expand(*batch_shape, *attn_mask.shape[-2:]) if attn_mask.ndim > 2 else attn_mask
+        attn_mask = am.reshape(-1, 1, *am.shape[-2:]) if am.ndim > 2 else am
+        if causal:
+            # is_causal cannot be combined with attn_mask: fold it in.
+            cm = causal_mask(n, m, device=q.device)
+            attn_mask = (attn_mask & cm) if attn_mask.dtype == torch.bool else attn_mask.masked_fill(~cm, float("-inf"))
+            causal = False
+    out = F.scaled_dot_product_attention(
+        _to4d(q, batch_shape),
+        _to4d(k, batch_shape),
+        _to4d(v, batch_shape),
+        attn_mask=attn_mask,
+        is_causal=causal,
+        scale=float(beta),
+    )
+    out = out.reshape(*batch_shape, n, v.shape[-1])
+    if mask is not None:
+        # Rows that may attend to nothing are 0 by convention (SDPA versions differ here).
+        out = out * mask.any(dim=-1, keepdim=True)
+    return out
+
+
+def softmax_average(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    beta: float = 1.0,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    bias: Tensor | None = None,
+    backend: Backend = "auto",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Softmax-weighted average of values: the one O(n^2) primitive of flowlib.
+
+    Parameters
+    ----------
+    q : Tensor, shape (..., n, e)
+        Queries.
+    k : Tensor, shape (..., m, e)
+        Keys.
+    v : Tensor, shape (..., m, f)
+        Values.
+    beta : float
+        Inverse temperature multiplying :math:`\langle q_i, k_j\rangle` (no implicit ``1/sqrt(e)``).
+    mask : Tensor of bool, broadcastable to (..., n, m), optional
+        True where query ``i`` may attend to key ``j``.
+    causal : bool
+        Restrict query ``i`` to keys ``j <= i``.
+    bias : Tensor, broadcastable to (..., n, m), optional
+        Added to the logits (after the multiplication by ``beta``).
+    backend : {"auto", "dense", "chunked", "sdpa"}
+        See the module docstring and :func:`choose_backend`.
+    chunk_size : int, optional
+        Queries per block for ``"chunked"`` (default: from a 32 MiB budget).
+
+    Returns
+    -------
+    Tensor, shape (..., n, f)
+        ``out_i = sum_j P_ij v_j``; rows with no admissible key are 0.
+
+    Raises
+    ------
+    ValueError
+        If ``backend`` is unknown.
+    """
+    n, m = q.shape[-2], k.shape[-2]
+    if backend == "auto":
+        batch = _batch_numel(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+        has_full_bias = bias is not None and bias.shape[-2] != 1
+        backend = choose_backend(n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=has_full_bias)
+    if backend == "dense":
+        return _dense_average(q, k, v, beta, _full_mask(mask, causal, n, m, q.device), bias)
+    if backend == "chunked":
+        return _chunked(_dense_average, q, k, v, beta, mask, causal, bias, chunk_size)
+    if backend == "sdpa":
+        return _sdpa_average(q, k, v, beta, mask, causal, bias)
+    raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+
+
+def logsumexp_rows(
+    q: Tensor,
+    k: Tensor,
+    *,
+    beta: float = 1.0,
+    mask: Tensor | None = None,
+    causal: bool = False,
+    bias: Tensor | None = None,
+    backend: Backend = "auto",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Row log-sum-exp :math:`\log \sum_j \exp(\beta\langle q_i,k_j\rangle + b_{ij})` over admissible ``j``.
+
+    Shapes as in :func:`softmax_average`; returns ``(..., n)``. Rows with no admissible key give
+    ``-inf``. The ``sdpa`` backend has no public log-sum-exp, so it uses ``chunked`` here.
+    """
+    n, m = q.shape[-2], k.shape[-2]
+    if backend == "auto":
+        batch = _batch_numel(q.shape[:-2], k.shape[:-2])
+        backend = choose_backend(n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=True)
+    if backend == "dense":
+        return _dense_lse(q, k, beta, _full_mask(mask, causal, n, m, q.device), bias)
+    if backend in ("chunked", "sdpa"):
+        return _chunked(_dense_lse, q, k, None, beta, mask, causal, bias, chunk_size)
+    raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")

@@ -1,0 +1,133 @@
+"""Sinkhorn (doubly stochastic) self-attention in the log domain."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .._validation import check_positive_int, check_real
+from .base import VelocityField
+from .reductions import Backend, attention_logits, logsumexp_rows, softmax_average
+
+__all__ = ["SinkhornAttention"]
+
+
+@dataclass(frozen=True, eq=False)
+class SinkhornAttention(VelocityField):
+    r"""Sinkhorn attention: the softmax kernel made (approximately) doubly stochastic.
+
+    Starting from :math:`C_{ij} = \beta \langle Qx_i, Kx_j\rangle`, the weights are
+    :math:`P_{ij} = \exp(C_{ij} + f_i + g_j)`, where the potentials ``f`` (rows) and ``g`` (columns)
+    are updated by ``n_iter`` alternating half-steps of Sinkhorn's algorithm in the log domain:
+    a row step sets :math:`f_i = -\log\sum_j e^{C_{ij}+g_j}` (rows sum to 1), a column step sets
+    :math:`g_j = -\log\sum_i e^{C_{ij}+f_i}` (columns sum to 1). Then :math:`v_i = \sum_j P_{ij} V x_j`.
+
+    Parameters
+    ----------
+    Q, K : Tensor, shape (k, d), optional
+        Query and key matrices (``None`` = identity).
+    V : Tensor, shape (d, d), optional
+        Value matrix (``None`` = identity).
+    beta : float
+        Inverse temperature (``1/epsilon`` of entropic optimal transport).
+    n_iter : int
+        Number of half-steps. The sequence alternates and **ends** with ``last_step``; with
+        ``n_iter=1`` and ``last_step="rows"`` this is exactly softmax attention.
+    tol : float, optional
+        If given, stop early once the marginal not fixed by the last half-step is within ``tol``
+        (costs a device synchronisation per half-step) and warn (``RuntimeWarning``) if it is
+        still larger after ``n_iter`` half-steps.
+    last_step : {"rows", "cols"}
+        Which marginal is exact. ``"rows"``: every ``v_i`` is a proper weighted average.
+        ``"cols"``: the mean law ``mean(v) = V mean(x)`` holds exactly, even before convergence.
+    backend : {"auto", "dense", "chunked", "sdpa"}
+        Backend of the log-sum-exp passes and of the final average.
+
+    Notes
+    -----
+    The potentials need O(n) memory, so the chunked backend runs Sinkhorn attention without
+    ever forming the ``n x n`` plan. :meth:`marginal_error` reports ``max_i |sum_j P_ij - 1|`` and
+    ``max_j |sum_i P_ij - 1|``.
+    """
+
+    Q: Tensor | None = None
+    K: Tensor | None = None
+    V: Tensor | None = None
+    beta: float = 1.0
+    n_iter: int = 50
+    tol: float | None = None
+    last_step: Literal["rows", "cols"] = "rows"
+    backend: Backend = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self._common_checks()
+        check_positive_int(self.n_iter, "n_iter")
+        if self.tol is not None:
+            check_real(self.tol, "tol", positive=True)
+        if self.last_step not in ("rows", "cols"):
+            raise ValueError(f"last_step must be 'rows' or 'cols'; got {self.last_step!r}")
+
+    # ------------------------------------------------------------------ potentials
+    def _lse(self, a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
+        return logsumexp_rows(a, b, beta=float(self.beta), bias=bias, backend=self.backend, chunk_size=self.chunk_size)
+
+    def potentials(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Run the half-steps; return ``(q, k, v, f, g)`` with ``f: (..., n)`` and ``g: (..., n)``."""
+        q, k, v = self._qkv(x)
+        f = torch.zeros(q.shape[:-1], dtype=x.dtype, device=x.device)
+        g = torch.zeros(k.shape[:-1], dtype=x.dtype, device=x.device)
+        steps = ["rows" if (self.n_iter - 1 - s) % 2 == 0 else "cols" for s in range(self.n_iter)]
+        if self.last_step == "cols":
+            steps = ["cols" if s == "rows" else "rows" for s in steps]
+        for s, kind in enumerate(steps):
+            if kind == "rows":
+                f = -self._lse(q, k, g.unsqueeze(-2))
+            else:
+                g = -self._lse(k, q, f.unsqueeze(-2))
+            if self.tol is not None and s >= 1:
+                row_err, col_err = self._errors(q, k, f, g)
+                other = col_err if kind == "rows" else row_err
+                if bool((other <= self.tol).all()):
+                    return q, k, v, f, g
+        if self.tol is not None:
+            row_err, col_err = self._errors(q, k, f, g)
+            worst = float(torch.maximum(row_err, col_err).max())
+            if worst > self.tol:
+                warnings.warn(
+                    f"Sinkhorn attention did not reach tol={self.tol:g} in n_iter={self.n_iter} half-steps "
+                    f"(marginal error {worst:.3g})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return q, k, v, f, g
+
+    def _errors(self, q, k, f, g) -> tuple[Tensor, Tensor]:
+        rows = torch.exp(f + self._lse(q, k, g.unsqueeze(-2)))
+        cols = torch.exp(g + self._lse(k, q, f.unsqueeze(-2)))
+        return (rows - 1).abs().amax(dim=-1), (cols - 1).abs().amax(dim=-1)
+
+    # ------------------------------------------------------------------ public API
+    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        q, k, v, f, g = self.potentials(x)
+        avg = softmax_average(
+            q, k, v, beta=float(self.beta), bias=g.unsqueeze(-2), backend=self.backend, chunk_size=self.chunk_size
+        )
+        if self.last_step == "rows":
+            return avg  # after a row step, P_ij = softmax_j(C_ij + g_j) exactly
+        # After a column step the row sums r_i = exp(f_i + lse_j(C_ij + g_j)) are not 1.
+        r = torch.exp(f + self._lse(q, k, g.unsqueeze(-2)))
+        return r.unsqueeze(-1) * avg
+
+    def weights(self, x: Tensor) -> Tensor:
+        q, k, _, f, g = self.potentials(x)
+        return torch.exp(attention_logits(q, k, beta=float(self.beta)) + f.unsqueeze(-1) + g.unsqueeze(-2))
+
+    def marginal_error(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(row_err, col_err)``, each of shape ``(...)``: max deviation of row / column sums from 1."""
+        q, k, _, f, g = self.potentials(x)
+        return self._errors(q, k, f, g)

@@ -1,0 +1,212 @@
+"""Softmax self-attention, single- and multi-head, as velocity fields on ``(..., n, d)``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._validation import check_matrix, check_real
+from .base import VelocityField
+from .reductions import Backend, dense_weights, softmax_average
+
+__all__ = ["SoftmaxAttention", "MultiHeadAttention", "vaswani_beta"]
+
+
+def vaswani_beta(k: int) -> float:
+    """The inverse temperature ``1/sqrt(k)`` of Vaswani et al. for key dimension ``k``.
+
+    flowlib never applies this factor implicitly: pass ``beta=vaswani_beta(k)`` to get it.
+    """
+    return 1.0 / math.sqrt(k)
+
+
+@dataclass(frozen=True, eq=False)
+class SoftmaxAttention(VelocityField):
+    r"""Softmax self-attention as a velocity field.
+
+    .. math::
+
+        v_i = \sum_j P_{ij}\, V x_j, \qquad
+        P_{ij} = \frac{e^{\beta\langle Q x_i, K x_j\rangle}}{\sum_l e^{\beta\langle Q x_i, K x_l\rangle}},
+
+    with the sums restricted to admissible pairs when ``mask``/``causal`` are given.
+
+    Parameters
+    ----------
+    Q, K : Tensor, shape (k, d), optional
+        Query and key matrices (``None`` = identity). Leading batch dims broadcast against ``x``.
+    V : Tensor, shape (d, d), optional
+        Value matrix (``None`` = identity).
+    beta : float
+        Inverse temperature multiplying the score; default 1.0.
+    mask : Tensor of bool, broadcastable to (..., n, n), optional
+        True where token ``i`` may attend to token ``j``. A token that may attend to nothing has
+        velocity 0.
+    causal : bool
+        Token ``i`` attends to ``j <= i`` only.
+    backend : {"auto", "dense", "chunked", "sdpa"}
+        How the O(n^2) sum is computed; see :func:`flowlib.softmax_average`.
+    chunk_size : int, optional
+        Queries per block for the chunked backend.
+
+    Notes
+    -----
+    Conventions: matrices act on column vectors (``V x`` is computed as ``x @ V.T``); ``beta``
+    multiplies :math:`\langle Qx, Ky\rangle` and there is **no** implicit ``1/sqrt(k)``
+    (use :func:`vaswani_beta`); in masks True means "attend".
+
+    Raises
+    ------
+    ValueError
+        If a parameter's shape does not match ``x`` (messages name both shapes), or ``beta`` is not finite.
+    TypeError
+        If ``x`` is not a floating tensor or ``mask`` is not boolean.
+
+    Examples
+    --------
+    >>> import torch, flowlib
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> flowlib.SoftmaxAttention(beta=0.0)(x)   # beta = 0: every token moves to the mean
+    tensor([[0.5000, 0.5000],
+            [0.5000, 0.5000]])
+    """
+
+    Q: Tensor | None = None
+    K: Tensor | None = None
+    V: Tensor | None = None
+    beta: float = 1.0
+    mask: Tensor | None = None
+    causal: bool = False
+    backend: Backend = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self._common_checks()
+
+    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        q, k, v = self._qkv(x)
+        return softmax_average(
+            q,
+            k,
+            v,
+            beta=float(self.beta),
+            mask=self._mask_for(x),
+            causal=self.causal,
+            backend=self.backend,
+            chunk_size=self.chunk_size,
+        )
+
+    def weights(self, x: Tensor) -> Tensor:
+        q, k, _ = self._qkv(x)
+        return dense_weights(q, k, beta=float(self.beta), mask=self._mask_for(x), causal=self.causal)
+
+
+@dataclass(frozen=True, eq=False)
+class MultiHeadAttention(VelocityField):
+    r"""Multi-head softmax attention: a sum over heads of single-head attentions.
+
+    .. math::
+
+        v_i = \sum_{h=1}^H W_h \sum_j P^{(h)}_{ij} V_h x_j, \qquad
+        P^{(h)}_{ij} \propto e^{\beta_h \langle Q_h x_i, K_h x_j\rangle}.
+
+    Parameters
+    ----------
+    Q, K : Tensor, shape (H, k, d)
+        Per-head query and key matrices.
+    V : Tensor, shape (H, d_v, d)
+        Per-head value matrices.
+    W : Tensor, shape (H, d, d_v), optional
+        Per-head output matrices. ``None`` concatenates the head outputs (head ``h`` fills
+        coordinates ``h d_v, ..., (h+1) d_v - 1``), which requires ``H * d_v == d``.
+    beta : float or Tensor of shape (H,)
+        Inverse temperature, shared or per head.
+    mask, causal, backend, chunk_size
+        As in :class:`SoftmaxAttention`.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree (e.g. ``W=None`` with ``H * d_v != d``), or ``beta`` is not finite.
+    """
+
+    Q: Tensor
+    K: Tensor
+    V: Tensor
+    W: Tensor | None = None
+    beta: float | Tensor = 1.0
+    mask: Tensor | None = None
+    causal: bool = False
+    backend: Backend = "auto"
+    chunk_size: int | None = None
+
+    def __post_init__(self) -> None:
+        b = torch.as_tensor(self.beta)
+        if b.ndim > 1 or not bool(torch.isfinite(b).all()):
+            raise ValueError(f"beta must be a finite scalar or a (H,) tensor; got {self.beta!r}")
+        if b.ndim == 0:
+            check_real(self.beta, "beta")
+        for name in ("Q", "K", "V"):
+            m = getattr(self, name)
+            if not isinstance(m, Tensor) or m.ndim != 3:
+                shape = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+                raise ValueError(f"{name} must be a tensor of shape (H, rows, d); got {shape}")
+        self._common_checks(scalar_beta=False)
+
+    @property
+    def n_heads(self) -> int:
+        return self.Q.shape[0]
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        d = x.shape[-1]
+        H = self.n_heads
+        Q = check_matrix(self.Q, "Q", cols=d, ndim=3, like=x)
+        K = check_matrix(self.K, "K", cols=d, ndim=3, like=x)
+        V = check_matrix(self.V, "V", cols=d, ndim=3, like=x)
+        if K.shape[:2] != Q.shape[:2] or V.shape[0] != H:
+            raise ValueError(
+                f"Q, K must share (H, k) and V must have H={H} heads; got Q {tuple(Q.shape)}, "
+                f"K {tuple(K.shape)}, V {tuple(V.shape)}"
+            )
+        dv = V.shape[1]
+        if self.W is None:
+            if H * dv != d:
+                raise ValueError(
+                    f"with W=None the heads are concatenated, so H * d_v must equal d; got H={H}, d_v={dv}, d={d}"
+                )
+        else:
+            check_matrix(self.W, "W", ndim=3, cols=dv, rows=d)
+            if self.W.shape[0] != H:
+                raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(self.W.shape)}")
+        beta = torch.as_tensor(self.beta, dtype=x.dtype, device=x.device).reshape(-1)
+        if beta.numel() not in (1, H):
+            raise ValueError(f"beta must be a scalar or have shape (H,) = ({H},); got {tuple(beta.shape)}")
+        xh = x.unsqueeze(-3)  # (..., 1, n, d)
+        q = xh @ Q.mT * beta.expand(H)[:, None, None]  # (..., H, n, k); beta folded into the queries
+        return q, xh @ K.mT, xh @ V.mT, beta
+
+    def _combine(self, heads: Tensor, x: Tensor) -> Tensor:
+        # heads: (..., H, n, d_v)
+        if self.W is None:
+            return heads.movedim(-3, -2).reshape(*heads.shape[:-3], heads.shape[-2], -1)
+        W = self.W.to(x)
+        return (heads @ W.mT).sum(dim=-3)
+
+    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+        q, k, v, _ = self._heads(x)
+        mask = self._mask_for(x)
+        if mask is not None:
+            mask = mask.unsqueeze(-3)
+        heads = softmax_average(
+            q, k, v, beta=1.0, mask=mask, causal=self.causal, backend=self.backend, chunk_size=self.chunk_size
+        )
+        return self._combine(heads, x)
+
+    def weights(self, x: Tensor) -> Tensor:
+        """Per-head weights, shape ``(..., H, n, n)``."""
+        q, k, _, _ = self._heads(x)
+        mask = self._mask_for(x)
+        return dense_weights(q, k, beta=1.0, mask=None if mask is None else mask.unsqueeze(-3), causal=self.causal)

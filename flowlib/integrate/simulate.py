@@ -1,0 +1,205 @@
+"""``simulate``: integrate a velocity field over depth; ``residual_stack``: the transformer reading."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._validation import check_finite, check_positive_int, check_real, check_tokens
+from ..fields.base import VelocityField
+from .steppers import RHS, STEPPERS, Stepper
+
+__all__ = ["Trajectory", "simulate", "residual_stack", "as_rhs"]
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Saved states of a simulation.
+
+    Attributes
+    ----------
+    t : Tensor, shape (S,)
+        Saved times (float64 on the CPU), from ``t0`` to ``t1`` inclusive.
+    x : Tensor, shape (S, ..., n, d)
+        Saved token configurations; ``x[0]`` is the initial state and ``x[-1]`` the final one.
+    method : str
+        Name of the stepper.
+    n_steps : int
+        Number of steps (layers) taken.
+    """
+
+    t: Tensor
+    x: Tensor
+    method: str
+    n_steps: int
+
+    @property
+    def final(self) -> Tensor:
+        """The final state ``x[-1]``, shape ``(..., n, d)``."""
+        return self.x[-1]
+
+    @property
+    def step_size(self) -> float:
+        """``h = (t1 - t0) / n_steps``."""
+        return float(self.t[-1] - self.t[0]) / self.n_steps
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def at(self, time: float) -> Tensor:
+        """The saved state whose time is nearest to ``time`` (no interpolation)."""
+        i = int(torch.argmin((self.t - float(time)).abs()))
+        return self.x[i]
+
+    def detach(self) -> Trajectory:
+        """A copy detached from the autograd graph."""
+        return Trajectory(self.t, self.x.detach(), self.method, self.n_steps)
+
+    def cpu(self) -> Trajectory:
+        """A copy with ``x`` on the CPU (for plotting)."""
+        return Trajectory(self.t, self.x.detach().cpu(), self.method, self.n_steps)
+
+
+def as_rhs(field: Callable) -> RHS:
+    """Wrap ``field`` as ``f(t, x)``.
+
+    A :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked
+    :meth:`velocity`; any other callable is called as ``field(x, t)`` if it accepts two positional
+    arguments and as ``field(x)`` otherwise.
+    """
+    if isinstance(field, VelocityField):
+        return lambda t, x: field.velocity(x, t)
+    if not callable(field):
+        raise TypeError(f"field must be callable, field(x) -> v; got {type(field).__name__}")
+    try:
+        params = [
+            p
+            for p in inspect.signature(field).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        two = len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    except (TypeError, ValueError):  # builtins without a signature
+        two = False
+    return (lambda t, x: field(x, t)) if two else (lambda t, x: field(x))
+
+
+def simulate(
+    field: Callable[..., Tensor] | VelocityField,
+    x0: Tensor,
+    *,
+    t1: float,
+    n_steps: int,
+    t0: float = 0.0,
+    method: str | Stepper = "euler",
+    save_every: int = 1,
+    retraction: Callable[[Tensor], Tensor] | None = None,
+    callback: Callable[[int, float, Tensor], None] | None = None,
+) -> Trajectory:
+    r"""Integrate :math:`\dot x = \text{field}(x)` from ``t0`` to ``t1`` with ``n_steps`` equal steps.
+
+    Parameters
+    ----------
+    field : VelocityField or callable
+        ``field(x) -> v`` (or ``field(x, t) -> v``), shapes ``(..., n, d) -> (..., n, d)``.
+    x0 : Tensor, shape (..., n, d)
+        Initial tokens; leading dims are independent systems. dtype and device are followed.
+    t1 : float
+        Final time (the depth of the network in continuous time).
+    n_steps : int
+        Number of steps; the step is exactly ``h = (t1 - t0) / n_steps`` and the last saved time
+        is exactly ``t1``.
+    t0 : float
+        Initial time.
+    method : {"euler", "heun", "rk4", "rk4_38"} or Stepper
+        Explicit Runge-Kutta method; every stage re-evaluates the field. A custom
+        :class:`~flowlib.Stepper` may be passed (e.g. to study a layer of your own design).
+    save_every : int
+        Save every ``save_every``-th state (the initial and the final state are always saved).
+    retraction : callable, optional
+        Applied to the state after every step (not every stage), e.g. :func:`flowlib.unit_normalize`.
+    callback : callable, optional
+        ``callback(k, t_k, x_k)`` after each step ``k = 1..n_steps``.
+
+    Returns
+    -------
+    Trajectory
+        ``t`` of shape ``(S,)`` and ``x`` of shape ``(S, ..., n, d)``.
+
+    Raises
+    ------
+    ValueError
+        If ``x0`` contains NaN/inf (checked once), ``n_steps < 1``, ``save_every < 1``, ``method`` is
+        unknown, a time is not finite, or the field rejects ``x0`` (e.g. off the sphere).
+    TypeError
+        If ``x0`` is not a floating tensor or ``field`` is not callable.
+
+    Examples
+    --------
+    >>> import torch, flowlib
+    >>> x0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> traj = flowlib.simulate(flowlib.SoftmaxAttention(), x0, t1=1.0, n_steps=4, method="rk4")
+    >>> traj.x.shape, traj.t[-1].item()
+    (torch.Size([5, 2, 2]), 1.0)
+    """
+    x0 = check_tokens(x0, "x0")
+    n_steps = check_positive_int(n_steps, "n_steps")
+    save_every = check_positive_int(save_every, "save_every")
+    t0 = check_real(t0, "t0")
+    t1 = check_real(t1, "t1")
+    if isinstance(method, Stepper):
+        stepper = method
+    elif method in STEPPERS:
+        stepper = STEPPERS[method]
+    else:
+        raise ValueError(f"method must be one of {tuple(STEPPERS)} or a Stepper; got {method!r}")
+    if retraction is not None and not callable(retraction):
+        raise TypeError(f"retraction must be callable; got {type(retraction).__name__}")
+    check_finite(x0, "x0")
+    if isinstance(field, VelocityField):
+        field.validate(x0)
+    f = as_rhs(field)
+    h = (t1 - t0) / n_steps
+
+    def _time(k: int) -> float:  # the last time is t1 exactly
+        return t1 if k == n_steps else t0 + k * h
+
+    saved = [k for k in range(0, n_steps + 1, save_every)]
+    if saved[-1] != n_steps:
+        saved.append(n_steps)
+    out = torch.empty((len(saved), *x0.shape), dtype=x0.dtype, device=x0.device)
+    out[0] = x0
+    x = x0
+    s = 1
+    for k in range(1, n_steps + 1):
+        x = stepper.step(f, _time(k - 1), x, h)
+        if retraction is not None:
+            x = retraction(x)
+        if callback is not None:
+            callback(k, _time(k), x)
+        if s < len(saved) and saved[s] == k:
+            out[s] = x
+            s += 1
+    t = torch.tensor([_time(k) for k in saved], dtype=torch.float64)
+    return Trajectory(t=t, x=out, method=stepper.name, n_steps=n_steps)
+
+
+def residual_stack(
+    field: Callable[..., Tensor] | VelocityField,
+    x0: Tensor,
+    n_layers: int,
+    *,
+    t1: float = 1.0,
+    retraction: Callable[[Tensor], Tensor] | None = None,
+    save_every: int = 1,
+) -> Trajectory:
+    r"""A residual network of ``n_layers`` identical layers: :math:`x^{\ell+1} = x^\ell + h\,\text{field}(x^\ell)`.
+
+    This is forward Euler with ``h = t1 / n_layers``, i.e. ``simulate(field, x0, t1=t1,
+    n_steps=n_layers, method="euler")``; with ``retraction=unit_normalize`` each layer is followed by a
+    (post-)normalisation. See :func:`simulate` for shapes and errors.
+    """
+    return simulate(field, x0, t1=t1, n_steps=n_layers, method="euler", save_every=save_every, retraction=retraction)

@@ -1,0 +1,188 @@
+r"""Stability of flows and of their discretisations: Jacobians, one-sided Lipschitz constants,
+Lipschitz estimates and the growth of perturbations.
+
+For a field :math:`F` the one-sided Lipschitz (logarithmic-norm) constant at ``x`` is
+:math:`\mu(x) = \lambda_{\max}\big(\tfrac12 (J + J^\top)\big)` with :math:`J = DF(x)`. If
+:math:`\mu \le -m < 0` along the segment between two states, their distance decays like
+:math:`e^{-mt}` under the flow; one Euler step of size ``h`` multiplies it by at most
+:math:`\sqrt{1 - 2mh + \mathrm{Lip}^2 h^2}`, which is below 1 only for :math:`h < 2m/\mathrm{Lip}^2`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.func import jacrev, jvp, vjp, vmap
+
+from ._validation import check_positive_int, check_real, check_tokens
+from .integrate.simulate import as_rhs, simulate
+
+__all__ = [
+    "field_jacobian",
+    "log_norm",
+    "one_sided_lipschitz",
+    "lipschitz_estimate",
+    "perturbation_growth",
+    "euler_step_factor",
+    "contraction_step_limit",
+]
+
+
+def field_jacobian(field: Callable, x: Tensor) -> Tensor:
+    """Jacobian of ``field`` at ``x``, one system at a time, via :func:`torch.func.jacrev`.
+
+    Parameters
+    ----------
+    field : VelocityField or callable
+        ``(..., n, d) -> (..., n, d)``.
+    x : Tensor, shape (..., n, d)
+
+    Returns
+    -------
+    Tensor, shape (..., n, d, n, d)
+        ``J[..., i, a, j, b] = d field(x)[..., i, a] / d x[..., j, b]``.
+    """
+    x = check_tokens(x)
+    f = as_rhs(field)
+    single = jacrev(lambda y: f(None, y))
+    n, d = x.shape[-2:]
+    flat = x.reshape(-1, n, d)
+    jac = vmap(single)(flat) if flat.shape[0] > 1 else single(flat[0]).unsqueeze(0)
+    return jac.reshape(*x.shape[:-2], n, d, n, d)
+
+
+def log_norm(J: Tensor) -> Tensor:
+    r"""Logarithmic 2-norm :math:`\lambda_{\max}((J + J^\top)/2)` of square matrices ``(..., N, N)``."""
+    if J.ndim < 2 or J.shape[-1] != J.shape[-2]:
+        raise ValueError(f"J must have shape (..., N, N); got {tuple(J.shape)}")
+    return torch.linalg.eigvalsh(0.5 * (J + J.mT))[..., -1]
+
+
+def one_sided_lipschitz(field: Callable, x: Tensor) -> Tensor:
+    """Local one-sided Lipschitz constant (log-norm of the Jacobian) at each configuration.
+
+    Parameters
+    ----------
+    field : VelocityField or callable
+    x : Tensor, shape (..., n, d)
+        One configuration, a batch, or a whole ``Trajectory.x`` of shape ``(S, ..., n, d)``.
+
+    Returns
+    -------
+    Tensor, shape (...)
+        ``mu(x)``; negative values mean the flow contracts nearby configurations.
+    """
+    n, d = x.shape[-2:]
+    J = field_jacobian(field, x).reshape(*x.shape[:-2], n * d, n * d)
+    return log_norm(J)
+
+
+def lipschitz_estimate(
+    field: Callable,
+    x: Tensor,
+    *,
+    n_iter: int = 100,
+    tol: float = 1e-6,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Spectral norm of the Jacobian of ``field`` at ``x`` by power iteration on ``J^T J``.
+
+    Uses Jacobian-vector and vector-Jacobian products (never the full Jacobian), so it scales to
+    large ``n``. The whole tensor ``x`` is one vector; for a batch the result is the largest norm.
+
+    Parameters
+    ----------
+    field : VelocityField or callable
+    x : Tensor, shape (..., n, d)
+    n_iter : int
+        Maximum number of iterations.
+    tol : float
+        Stop when the relative change of the estimate is below ``tol``.
+    generator : torch.Generator, optional
+        For the random start vector (the global RNG is not touched when given).
+
+    Returns
+    -------
+    Tensor
+        A 0-d tensor: the estimate of ``||DF(x)||_2``.
+    """
+    x = check_tokens(x)
+    n_iter = check_positive_int(n_iter, "n_iter")
+    tol = check_real(tol, "tol", positive=True)
+    f = as_rhs(field)
+    g = lambda y: f(None, y)  # noqa: E731
+    u = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    u = u / torch.linalg.vector_norm(u)
+    _, pullback = vjp(g, x)
+    sigma = torch.zeros((), dtype=x.dtype, device=x.device)
+    for _ in range(n_iter):
+        _, Ju = jvp(g, (x,), (u,))
+        (JtJu,) = pullback(Ju)
+        new_sigma = torch.sqrt(torch.linalg.vector_norm(JtJu))
+        nrm = torch.linalg.vector_norm(JtJu)
+        if float(nrm) == 0.0:
+            return torch.zeros((), dtype=x.dtype, device=x.device)
+        u = JtJu / nrm
+        if abs(float(new_sigma) - float(sigma)) <= tol * float(new_sigma):
+            sigma = new_sigma
+            break
+        sigma = new_sigma
+    _, Ju = jvp(g, (x,), (u,))
+    return torch.linalg.vector_norm(Ju)
+
+
+def perturbation_growth(
+    field: Callable,
+    x0: Tensor,
+    delta: Tensor,
+    *,
+    t1: float,
+    n_steps: int,
+    method: str = "euler",
+    save_every: int = 1,
+    retraction: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Ratio ``||y(t) - x(t)|| / ||y(0) - x(0)||`` for ``y(0) = x0 + delta``, along both trajectories.
+
+    Both runs use the same integrator, so the ratio measures how the **discrete** layers act on
+    perturbations (which may differ from the continuous flow when the step is large).
+
+    Parameters
+    ----------
+    field, t1, n_steps, method, save_every, retraction
+        As in :func:`flowlib.simulate`.
+    x0, delta : Tensor, shape (..., n, d)
+
+    Returns
+    -------
+    t : Tensor, shape (S,)
+    ratio : Tensor, shape (S, ...)
+        Frobenius norm over ``(n, d)``, one value per system and saved time.
+    """
+    if delta.shape != x0.shape:
+        raise ValueError(f"delta must have the shape of x0 {tuple(x0.shape)}; got {tuple(delta.shape)}")
+    kw = dict(t1=t1, n_steps=n_steps, method=method, save_every=save_every, retraction=retraction)
+    a = simulate(field, x0, **kw)
+    b = simulate(field, x0 + delta, **kw)
+    diff = torch.linalg.vector_norm(b.x - a.x, dim=(-2, -1))
+    return a.t, diff / diff[0]
+
+
+def euler_step_factor(m: float, lip: float, h: float) -> float:
+    r"""Bound :math:`\sqrt{1 - 2mh + \mathrm{Lip}^2 h^2}` on the factor by which one Euler step of size ``h``
+    multiplies the distance between two states, for a field with one-sided Lipschitz constant ``-m``
+    and Lipschitz constant ``lip``. For a normal linear field it is attained exactly."""
+    m = check_real(m, "m")
+    lip = check_real(lip, "lip", nonnegative=True)
+    h = check_real(h, "h", nonnegative=True)
+    return math.sqrt(max(0.0, 1.0 - 2.0 * m * h + lip * lip * h * h))
+
+
+def contraction_step_limit(m: float, lip: float) -> float:
+    r"""Largest step :math:`2m/\mathrm{Lip}^2` for which the Euler bound :func:`euler_step_factor` is below 1."""
+    m = check_real(m, "m", positive=True)
+    lip = check_real(lip, "lip", positive=True)
+    return 2.0 * m / (lip * lip)

@@ -1,0 +1,165 @@
+"""Matplotlib plots. Every function takes ``ax=None``, returns the Figure, and never touches rcParams."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..convergence import fit_order
+from ..integrate.simulate import Trajectory
+
+__all__ = ["new_figure", "plot_tokens", "plot_error_vs_layers", "plot_decay", "plot_weights"]
+
+
+def new_figure(figsize=(4.5, 4.0), *, projection: str | None = None, dpi: int = 100):
+    """A Figure with an opaque white background (readable in dark mode) and one Axes."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=dpi, facecolor="white")
+    ax = fig.add_subplot(1, 1, 1, projection=projection)
+    ax.set_facecolor("white")
+    return fig, ax
+
+
+def _np(x: Tensor) -> np.ndarray:
+    return x.detach().cpu().to(torch.float64).numpy()
+
+
+def plot_tokens(
+    traj_or_x: Trajectory | Tensor,
+    *,
+    step: int = -1,
+    ax=None,
+    sphere: bool | None = None,
+    trails: bool = True,
+    title: str | None = None,
+    lim: float | None = None,
+):
+    """Scatter the tokens of one system at saved index ``step`` (2-D or 3-D), with trails up to it.
+
+    Parameters
+    ----------
+    traj_or_x : Trajectory or Tensor of shape (n, d)
+        ``d`` must be 2 or 3; batched trajectories plot their first system.
+    step : int
+        Saved index to show (default: the last).
+    sphere : bool, optional
+        Draw the unit circle / sphere wireframe (default: if all tokens have unit norm).
+    trails : bool
+        Draw each token's path up to ``step``.
+    """
+    if isinstance(traj_or_x, Trajectory):
+        xs = traj_or_x.x
+        while xs.ndim > 3:
+            xs = xs[:, 0]
+        step = step % xs.shape[0]
+        path = _np(xs[: step + 1])
+    else:
+        x = traj_or_x
+        while x.ndim > 2:
+            x = x[0]
+        path = _np(x)[None]
+    d = path.shape[-1]
+    if d not in (2, 3):
+        raise ValueError(f"plot_tokens needs d in (2, 3); got d={d}")
+    if ax is None:
+        fig, ax = new_figure(projection="3d" if d == 3 else None)
+    fig = ax.figure
+    if sphere is None:
+        sphere = bool(np.allclose(np.linalg.norm(path[-1], axis=-1), 1.0, atol=1e-3))
+    cur = path[-1]
+    colors = np.arange(cur.shape[0])
+    if d == 2:
+        if sphere:
+            th = np.linspace(0, 2 * np.pi, 200)
+            ax.plot(np.cos(th), np.sin(th), color="0.8", lw=1)
+        if trails and path.shape[0] > 1:
+            for i in range(cur.shape[0]):
+                ax.plot(path[:, i, 0], path[:, i, 1], color="0.6", lw=0.6)
+        ax.scatter(cur[:, 0], cur[:, 1], c=colors, cmap="viridis", s=22, zorder=3, edgecolors="k", linewidths=0.3)
+        ax.set_aspect("equal")
+        if lim is not None:
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        ax.set_xlabel("$x^{(1)}$")
+        ax.set_ylabel("$x^{(2)}$")
+    else:
+        if sphere:
+            u, v = np.mgrid[0 : 2 * np.pi : 24j, 0 : np.pi : 12j]
+            ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.4)
+        if trails and path.shape[0] > 1:
+            for i in range(cur.shape[0]):
+                ax.plot(path[:, i, 0], path[:, i, 1], path[:, i, 2], color="0.6", lw=0.6)
+        ax.scatter(cur[:, 0], cur[:, 1], cur[:, 2], c=colors, cmap="viridis", s=18, depthshade=False)
+        ax.set_box_aspect((1, 1, 1))
+        if lim is not None:
+            for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+                setter(-lim, lim)
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_error_vs_layers(
+    n_layers: Sequence[int],
+    errors: Sequence[float] | dict[str, Sequence[float]],
+    *,
+    orders: Sequence[int] = (1, 2, 4),
+    ax=None,
+    floor: float = 1e-13,
+):
+    """Log-log plot of error against the number of layers, with the fitted slope of each curve
+    in the legend and dashed reference lines ``L^-p`` for ``p`` in ``orders``."""
+    if ax is None:
+        fig, ax = new_figure((5, 4))
+    fig = ax.figure
+    L = np.asarray(n_layers, dtype=float)
+    series = errors if isinstance(errors, dict) else {"error": errors}
+    for name, errs in series.items():
+        e = np.asarray([float(v) for v in errs])
+        p = fit_order(L, e, floor=floor)
+        ax.loglog(L, e, "o-", label=f"{name} (slope {p:.2f})")
+    ref = max(float(np.asarray(list(series.values())[0], dtype=float)[0]), 1e-300)
+    for p in orders:
+        ax.loglog(L, ref * (L / L[0]) ** (-p), "--", color="0.6", lw=0.8)
+        ax.annotate(f"$L^{{-{p}}}$", (L[-1], ref * (L[-1] / L[0]) ** (-p)), fontsize=8, color="0.4")
+    ax.set_xlabel("number of layers $L$")
+    ax.set_ylabel(r"$\max_{k,i}\ \|x_i^k - x_i(t_k)\|$")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_decay(t: Tensor | np.ndarray, ratios: dict[str, Tensor | np.ndarray], *, rate: float | None = None, ax=None):
+    """Semilog plot of perturbation ratios against time, with the bound ``e^{-rate t}`` if given."""
+    if ax is None:
+        fig, ax = new_figure((5, 3.5))
+    fig = ax.figure
+    t = np.asarray(t, dtype=float)
+    for name, r in ratios.items():
+        r = _np(r) if isinstance(r, Tensor) else np.asarray(r)
+        ax.semilogy(t[: len(r)], r, label=name)
+    if rate is not None:
+        ax.semilogy(t, np.exp(-rate * t), "k--", lw=1, label=f"$e^{{-{rate:g} t}}$")
+    ax.set_xlabel("depth $t$")
+    ax.set_ylabel(r"$\|y(t)-x(t)\| / \|y(0)-x(0)\|$")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig
+
+
+def plot_weights(P: Tensor, *, ax=None, title: str | None = None):
+    """Heat map of an attention matrix ``(n, n)``."""
+    if ax is None:
+        fig, ax = new_figure((4, 3.6))
+    fig = ax.figure
+    im = ax.imshow(_np(P), cmap="magma", vmin=0)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_xlabel("key $j$")
+    ax.set_ylabel("query $i$")
+    if title:
+        ax.set_title(title)
+    return fig

