@@ -59,7 +59,9 @@ def test_chapter_page(built, chapter):
     assert page.stat().st_size < MAX_PAGE_BYTES
     assert re.search(r'class="[^"]*proof (theorem|proposition)', html), "no theorem block"
     assert re.search(r'class="[^"]*exercise', html), "no exercise"
-    assert re.search(r'class="[^"]*solution[^"]*dropdown|class="[^"]*dropdown[^"]*solution', html), "no dropdown solution"
+    assert re.search(r'class="[^"]*solution[^"]*dropdown|class="[^"]*dropdown[^"]*solution', html), (
+        "no dropdown solution"
+    )
     assert "anim-buttons" in html or "animation" in html, "no animation player"
     imgs = re.findall(r"<img [^>]*>", html)
     figures = [i for i in imgs if "_images/" in i or "data:image" in i or "_anim_img" in i]

@@ -68,4 +68,6 @@ def test_chapter_structure(path):
             ast.parse(cell.source)  # valid Python
         last = cell.source.rstrip().splitlines()[-1] if cell.cell_type == "code" and cell.source.strip() else ""
         if last == "fig" or last.startswith("viz.plot"):  # the cell displays a figure
-            assert cell.metadata.get("mystnb", {}).get("image", {}).get("alt"), f"figure without alt text in {path.name}"
+            assert cell.metadata.get("mystnb", {}).get("image", {}).get("alt"), (
+                f"figure without alt text in {path.name}"
+            )
