@@ -121,15 +121,15 @@ def lipschitz_estimate(
     for _ in range(n_iter):
         _, Ju = jvp(g, (x,), (u,))
         (JtJu,) = pullback(Ju)
-        new_sigma = torch.sqrt(torch.linalg.vector_norm(JtJu))
-        nrm = torch.linalg.vector_norm(JtJu)
+        nrm = torch.linalg.vector_norm(JtJu)  # ||J^T J u|| -> sigma_max^2
         if float(nrm) == 0.0:
             return torch.zeros((), dtype=x.dtype, device=x.device)
         u = JtJu / nrm
-        if abs(float(new_sigma) - float(sigma)) <= tol * float(new_sigma):
-            sigma = new_sigma
-            break
+        new_sigma = torch.sqrt(nrm)
+        converged = abs(float(new_sigma) - float(sigma)) <= tol * float(new_sigma)
         sigma = new_sigma
+        if converged:
+            break
     _, Ju = jvp(g, (x,), (u,))
     return torch.linalg.vector_norm(Ju)
 

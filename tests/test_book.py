@@ -70,6 +70,7 @@ def test_chapter_page(built, chapter):
     assert "Traceback" not in html
     # launch buttons point at the configured repository
     assert "colab.research.google.com/github/flowing-through-layers/flowing-through-layers" in html
+    assert "launch-order.js" in html  # puts Colab first in the launch menu
 
 
 def test_intro_and_references(built):
