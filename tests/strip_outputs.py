@@ -8,11 +8,16 @@ from pathlib import Path
 import nbformat
 
 
+def has_outputs(cell) -> bool:
+    """True for a code cell that carries outputs or an execution count."""
+    return cell.cell_type == "code" and bool(cell.outputs or cell.execution_count is not None)
+
+
 def strip(path: Path) -> bool:
     nb = nbformat.read(path, as_version=4)
     changed = False
     for cell in nb.cells:
-        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None):
+        if has_outputs(cell):
             cell.outputs, cell.execution_count, changed = [], None, True
     if changed:
         nbformat.write(nb, path)

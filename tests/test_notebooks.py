@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from strip_outputs import has_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").rglob("*.ipynb"))
@@ -34,9 +35,8 @@ def test_every_chapter_is_in_the_toc_and_exists():
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs (make strip)"
+    dirty = [i for i, cell in enumerate(nb.cells) if has_outputs(cell)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; run make strip"
 
 
 def _setup_cell(path):
