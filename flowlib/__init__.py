@@ -5,10 +5,19 @@ mechanisms are velocity fields ``field(x) -> v``; depth is time, and a residual 
 layers is forward Euler with step ``T / L``. See the book *Flowing Through Layers*.
 """
 
-from . import convergence, diagnostics, init, stability, viz
+from . import convergence, diagnostics, gaussian, init, measures, pde, stability, viz
 from .convergence import ConvergenceStudy, convergence_study, fit_order, global_error
 from .device import default_device, describe_device
-from .diagnostics import cluster_count, equiangular_rhs, interaction_energy, pairwise_inner_products
+from .diagnostics import (
+    cluster_count,
+    clustered_fraction,
+    equiangular_rhs,
+    equiangular_solution,
+    hitting_time,
+    interaction_energy,
+    pairwise_inner_products,
+    phase_diagram,
+)
 from .fields import (
     BACKENDS,
     L2Attention,
@@ -28,8 +37,19 @@ from .fields import (
     unit_normalize,
     vaswani_beta,
 )
+from .gaussian import GaussianSolution, affine_velocity, covariance_rhs, solve_gaussian
 from .init import gaussian_matrix, gaussian_tokens, random_orthonormal, uniform_sphere
 from .integrate import STEPPERS, Stepper, Trajectory, residual_stack, simulate
+from .measures import (
+    bures_wasserstein,
+    conditional_wasserstein,
+    empirical_moments,
+    sliced_wasserstein,
+    sliced_wasserstein_to_gaussian,
+    wasserstein_1d,
+    wasserstein_exact,
+)
+from .pde import PDESolution, make_grid, measure_velocity, solve_transformer_pde
 from .stability import (
     contraction_step_limit,
     euler_step_factor,
@@ -89,6 +109,28 @@ __all__ = [
     "pairwise_inner_products",
     "equiangular_rhs",
     "cluster_count",
+    "clustered_fraction",
+    "equiangular_solution",
+    "hitting_time",
+    "phase_diagram",
+    # Gaussian closures
+    "affine_velocity",
+    "covariance_rhs",
+    "solve_gaussian",
+    "GaussianSolution",
+    # measures
+    "empirical_moments",
+    "wasserstein_1d",
+    "sliced_wasserstein",
+    "sliced_wasserstein_to_gaussian",
+    "wasserstein_exact",
+    "bures_wasserstein",
+    "conditional_wasserstein",
+    # PDE
+    "make_grid",
+    "measure_velocity",
+    "solve_transformer_pde",
+    "PDESolution",
     "uniform_sphere",
     "gaussian_tokens",
     "random_orthonormal",
@@ -96,7 +138,10 @@ __all__ = [
     # submodules
     "convergence",
     "diagnostics",
+    "gaussian",
     "init",
+    "measures",
+    "pde",
     "stability",
     "viz",
 ]

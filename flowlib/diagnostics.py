@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ._validation import check_positive_int, check_real, check_tokens
 
-__all__ = ["interaction_energy", "pairwise_inner_products", "equiangular_rhs", "cluster_count"]
+__all__ = [
+    "interaction_energy",
+    "pairwise_inner_products",
+    "equiangular_rhs",
+    "equiangular_solution",
+    "hitting_time",
+    "cluster_count",
+    "clustered_fraction",
+    "phase_diagram",
+]
 
 
 def interaction_energy(x: Tensor, beta: float) -> Tensor:
@@ -90,3 +100,142 @@ def cluster_count(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     first = torch.arange(n, device=x.device)
     smallest = torch.where(reach, first, n).amin(dim=-1)
     return (smallest == first).sum(dim=-1)
+
+
+def equiangular_solution(
+    beta: float,
+    n: int,
+    t: Tensor | Sequence[float],
+    *,
+    normalized: bool = True,
+    gamma0: float = 0.0,
+    n_substeps: int = 20,
+) -> Tensor:
+    r"""Solve the equiangular ODE (see :func:`equiangular_rhs`) with RK4 and return :math:`\gamma` at times ``t``.
+
+    Parameters
+    ----------
+    beta, n, normalized
+        As in :func:`equiangular_rhs`.
+    t : Tensor or sequence, shape (S,)
+        Increasing times starting at or after 0.
+    gamma0 : float
+        Initial common inner product (0 for orthogonal tokens).
+    n_substeps : int
+        RK4 steps between consecutive output times (and from 0 to ``t[0]``); 20 gives ~1e-10 for
+        output spacing 0.1 and moderate ``beta``.
+
+    Returns
+    -------
+    Tensor of float64, shape (S,)
+    """
+    t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+    n_substeps = check_positive_int(n_substeps, "n_substeps")
+    if t.numel() == 0 or float(t[0]) < 0 or bool((torch.diff(t) < 0).any()):
+        raise ValueError("t must be a non-empty, non-decreasing sequence of times >= 0")
+    f = lambda g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    out, g, t_prev = [], float(gamma0), 0.0
+    for tk in t.tolist():
+        h = (tk - t_prev) / n_substeps
+        for _ in range(n_substeps if h > 0 else 0):
+            k1 = f(g)
+            k2 = f(g + 0.5 * h * k1)
+            k3 = f(g + 0.5 * h * k2)
+            k4 = f(g + h * k3)
+            g = g + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        out.append(g)
+        t_prev = tk
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def hitting_time(
+    beta: float,
+    n: int,
+    *,
+    delta: float = 1e-3,
+    normalized: bool = True,
+    gamma0: float = 0.0,
+    dt: float = 1e-3,
+    t_max: float = 1e4,
+) -> float:
+    r"""First time the equiangular solution reaches :math:`\gamma = 1 - \delta`.
+
+    Integrates with RK4 steps of ``dt`` and locates the crossing by linear interpolation within the
+    last step (error O(dt^2) on top of RK4's). Returns ``inf`` if it is not reached by ``t_max``.
+    """
+    delta = check_real(delta, "delta", positive=True)
+    dt = check_real(dt, "dt", positive=True)
+    target = 1.0 - delta
+    f = lambda g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    g, t = float(gamma0), 0.0
+    if g >= target:
+        return 0.0
+    while t < t_max:
+        k1 = f(g)
+        k2 = f(g + 0.5 * dt * k1)
+        k3 = f(g + 0.5 * dt * k2)
+        k4 = f(g + dt * k3)
+        g_new = g + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        if g_new >= target:
+            return t + dt * (target - g) / (g_new - g)
+        g, t = g_new, t + dt
+    return math.inf
+
+
+def clustered_fraction(x: Tensor, *, threshold: float = 0.999) -> Tensor:
+    """Fraction of ordered pairs ``i != j`` with ``<x_i, x_j> > threshold`` (GLPR's phase-diagram statistic), shape ``(...)``."""
+    x = check_tokens(x)
+    n = x.shape[-2]
+    if n < 2:
+        return torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device)
+    G = x @ x.mT
+    close = (G > threshold).to(x.dtype).sum(dim=(-2, -1)) - (torch.diagonal(G, dim1=-2, dim2=-1) > threshold).sum(-1)
+    return close / (n * (n - 1))
+
+
+def phase_diagram(
+    betas: Sequence[float] | Tensor,
+    *,
+    n: int,
+    d: int,
+    t1: float,
+    n_systems: int = 64,
+    step: float = 0.1,
+    save_every: int = 1,
+    threshold: float = 0.999,
+    normalized: bool = True,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+) -> tuple[Tensor, Tensor]:
+    r"""Clustering phase diagram of the sphere dynamics over (time, beta), all systems in one batch.
+
+    For each ``beta``, ``n_systems`` independent systems of ``n`` uniform tokens on :math:`\mathbb S^{d-1}`
+    follow SA (``normalized=True``) or USA, discretised as GLPR do: an Euler step of size ``step``
+    followed by renormalisation. The statistic is the fraction of pairs with inner product above
+    ``threshold`` (:func:`clustered_fraction`), averaged over systems.
+
+    Returns
+    -------
+    t : Tensor, shape (S,)
+    fraction : Tensor, shape (len(betas), S)
+    """
+    from .fields import SphereAttention, unit_normalize
+    from .init import uniform_sphere
+    from .integrate import simulate
+
+    betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
+    n = check_positive_int(n, "n")
+    d = check_positive_int(d, "d")
+    n_systems = check_positive_int(n_systems, "n_systems")
+    t1 = check_real(t1, "t1", positive=True)
+    step = check_real(step, "step", positive=True)
+    x0 = uniform_sphere(n, d, batch_shape=(len(betas), n_systems), generator=generator, dtype=dtype)
+    x0 = x0.to(device) if device is not None else x0
+    # beta enters through Q = beta I, broadcast over the systems of each row
+    Q = betas.to(dtype=x0.dtype, device=x0.device)[:, None, None, None] * torch.eye(d, dtype=x0.dtype, device=x0.device)
+    field = SphereAttention(beta=1.0, Q=Q, normalized=normalized)
+    n_steps = max(1, round(t1 / step))
+    traj = simulate(field, x0, t1=t1, n_steps=n_steps, method="euler", retraction=unit_normalize, save_every=save_every)
+    frac = clustered_fraction(traj.x, threshold=threshold).mean(dim=-1)  # (S, B)
+    return traj.t, frac.mT.cpu()

@@ -1,0 +1,496 @@
+r"""Gaussian closures of the Transformer PDE.
+
+For softmax, multi-head, L2 and Sinkhorn attention the velocity field of a Gaussian measure
+:math:`\mu = \mathcal N(\alpha, \Sigma)` is **affine**, :math:`\Gamma_\mu(x) = b + Jx`, so the flow keeps
+Gaussians Gaussian and the Transformer PDE reduces to two ODEs,
+
+.. math::
+
+    \dot\alpha = b + J\alpha, \qquad \dot\Sigma = J\Sigma + \Sigma J^\top .
+
+In every case :math:`J` depends on :math:`\Sigma` only, so the covariance equation is autonomous.
+
+Conventions are those of the fields (no implicit ``1/sqrt(k)``): with ``beta`` multiplying
+:math:`\langle Qx, Ky\rangle`, the bilinear form of the score is :math:`\langle Ax, y\rangle` with
+:math:`A = \beta K^\top Q`. The formulas, for each ``kind``:
+
+``"softmax"``
+    :math:`J = V\Sigma A`, :math:`b = V\alpha`.
+``"multihead"``
+    :math:`J = \sum_h C_h \Sigma A_h`, :math:`b = \sum_h C_h \alpha`, where :math:`A_h = \beta_h K_h^\top Q_h`
+    and :math:`C_h = W_h V_h` (``W=None`` concatenates the heads, as in :class:`flowlib.MultiHeadAttention`).
+``"l2"``
+    Score :math:`-\beta\|Qx - Ky\|^2`; with :math:`G = 2\beta K^\top K`,
+    :math:`J = 2\beta V (I + \Sigma G)^{-1}\Sigma K^\top Q` and :math:`b = V(I + \Sigma G)^{-1}\alpha`.
+``"sinkhorn"``
+    The limit of infinitely many Sinkhorn iterations: the entropic self-coupling of :math:`\mu` with
+    :math:`B = \beta Q^\top K`. With :math:`N = \Sigma^{1/2}B^\top\Sigma B\Sigma^{1/2}` and
+    :math:`S = \Sigma^{1/2}\, 2\big(I + (I + 4N)^{1/2}\big)^{-1}\Sigma^{1/2}`, one has
+    :math:`\mathbb E_\pi[y\mid x] = \alpha + S B^\top (x - \alpha)`, so :math:`J = V S B^\top`,
+    :math:`b = V(\alpha - SB^\top\alpha)`, and the mean obeys :math:`\dot\alpha = V\alpha`.
+
+Sigmoid and other un-normalised kernels, and masked attention, do not keep Gaussians Gaussian; asking
+for them raises a ``ValueError`` that says so.
+
+References
+----------
+Castin, Ablin, Carrillo and Peyré, *A unified perspective on the dynamics of deep transformers* (2025).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ._validation import check_positive_int, check_real
+from .integrate.steppers import STEPPERS
+
+__all__ = [
+    "GaussianKind",
+    "KINDS",
+    "GaussianSolution",
+    "score_matrix",
+    "affine_velocity",
+    "mean_rhs",
+    "covariance_rhs",
+    "solve_gaussian",
+    "softmax_covariance_closed_form",
+    "blowup_time",
+    "limit_covariance",
+    "sinkhorn_coupling",
+    "symmetric_sqrt",
+    "numerical_rank",
+    "trace_normalized_coordinates",
+]
+
+GaussianKind = Literal["softmax", "multihead", "l2", "sinkhorn"]
+KINDS: tuple[str, ...] = ("softmax", "multihead", "l2", "sinkhorn")
+
+
+# ----------------------------------------------------------------------------- helpers
+def symmetric_sqrt(S: Tensor) -> Tensor:
+    """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` (eigenvalues clamped at 0)."""
+    w, U = torch.linalg.eigh(0.5 * (S + S.mT))
+    return (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
+
+
+def numerical_rank(S: Tensor, *, threshold: float = 0.1) -> Tensor:
+    """Number of eigenvalues of the symmetric matrices ``S`` above ``threshold`` (shape ``(...)``)."""
+    return (torch.linalg.eigvalsh(0.5 * (S + S.mT)) > threshold).sum(dim=-1)
+
+
+def trace_normalized_coordinates(S: Tensor) -> Tensor:
+    r"""Coordinates ``(u, w)`` of :math:`S/\operatorname{tr}S` for 2x2 covariances, shape ``(..., 2)``.
+
+    With :math:`S = \begin{pmatrix} a & c\\ c & b\end{pmatrix}`, :math:`u = (a-b)/(a+b)` and
+    :math:`w = 2c/(a+b)`. Positive semi-definite matrices map into the closed unit disc and rank-one
+    matrices onto the unit circle.
+    """
+    if S.shape[-2:] != (2, 2):
+        raise ValueError(f"trace_normalized_coordinates needs 2x2 matrices; got shape {tuple(S.shape)}")
+    a, b, c = S[..., 0, 0], S[..., 1, 1], S[..., 0, 1]
+    tr = a + b
+    return torch.stack([(a - b) / tr, 2 * c / tr], dim=-1)
+
+
+def _as_matrix(M, d: int, name: str, like: Tensor, *, rows: int | None = None, ndim: int = 2) -> Tensor:
+    if M is None:
+        return torch.eye(d, dtype=like.dtype, device=like.device)
+    if not isinstance(M, Tensor):
+        M = torch.as_tensor(M)
+    if M.ndim != ndim or M.shape[-1] != d or (rows is not None and M.shape[-2] != rows):
+        want = ("H, " if ndim == 3 else "") + (f"{rows}" if rows is not None else "k") + f", {d}"
+        raise ValueError(f"{name} must have shape ({want}) for d = {d}; got {tuple(M.shape)}")
+    return M.to(dtype=like.dtype, device=like.device)
+
+
+def _check_cov(cov: Tensor, name: str = "cov") -> Tensor:
+    if not isinstance(cov, Tensor):
+        cov = torch.as_tensor(cov, dtype=torch.float64)
+    if not cov.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype; got {cov.dtype}")
+    if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2]:
+        raise ValueError(f"{name} must have shape (..., d, d); got {tuple(cov.shape)}")
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+    return cov
+
+
+def _check_kind(kind: str) -> str:
+    if kind == "sigmoid":
+        raise ValueError(
+            "sigmoid attention has no Gaussian closure: its un-normalised kernel gives a velocity that is "
+            "not affine in x, so Gaussians do not stay Gaussian; use particles instead"
+        )
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    return kind
+
+
+def _from_field(field) -> tuple[str, dict]:
+    """Translate a flowlib field into ``(kind, parameters)``."""
+    from .fields import L2Attention, MultiHeadAttention, SigmoidAttention, SinkhornAttention, SoftmaxAttention
+
+    if getattr(field, "causal", False) or getattr(field, "mask", None) is not None:
+        raise ValueError("masked or causal attention has no Gaussian closure on R^d (the measure carries positions)")
+    if isinstance(field, SigmoidAttention):
+        _check_kind("sigmoid")
+    table = {
+        SoftmaxAttention: "softmax",
+        L2Attention: "l2",
+        SinkhornAttention: "sinkhorn",
+        MultiHeadAttention: "multihead",
+    }
+    for cls, kind in table.items():
+        if type(field) is cls:
+            params = {"Q": field.Q, "K": field.K, "V": field.V, "beta": field.beta}
+            if kind == "multihead":
+                params["W"] = field.W
+            return kind, params
+    raise TypeError(
+        f"no Gaussian closure for {type(field).__name__}; expected one of SoftmaxAttention, MultiHeadAttention, "
+        "L2Attention, SinkhornAttention, or a kind string"
+    )
+
+
+def _resolve(kind, Q, K, V, beta, W):
+    if isinstance(kind, str):
+        return _check_kind(kind), Q, K, V, beta, W
+    k, p = _from_field(kind)
+    return k, p["Q"], p["K"], p["V"], p["beta"], p.get("W")
+
+
+def score_matrix(Q: Tensor | None, K: Tensor | None, *, beta: float = 1.0, d: int | None = None) -> Tensor:
+    r"""The matrix :math:`A = \beta K^\top Q` with :math:`\beta\langle Qx, Ky\rangle = \langle Ax, y\rangle`."""
+    if Q is None and K is None:
+        if d is None:
+            raise ValueError("score_matrix needs d when Q and K are both None")
+        return beta * torch.eye(d, dtype=torch.float64)
+    ref = Q if Q is not None else K
+    d = ref.shape[-1]
+    Qm = torch.eye(d, dtype=ref.dtype, device=ref.device) if Q is None else Q
+    Km = torch.eye(d, dtype=ref.dtype, device=ref.device) if K is None else K
+    if Qm.shape != Km.shape:
+        raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Qm.shape)} and {tuple(Km.shape)}")
+    return beta * Km.mT @ Qm
+
+
+# ----------------------------------------------------------------------------- the affine field
+def sinkhorn_coupling(cov: Tensor, B: Tensor) -> Tensor:
+    r"""The regression matrix :math:`S B^\top` of the entropic self-coupling of :math:`\mathcal N(\alpha, \Sigma)`.
+
+    The coupling :math:`\pi(dx, dy) \propto e^{f(x) + g(y) + x^\top B y}\mu(dx)\mu(dy)` with both marginals
+    :math:`\mu` is Gaussian, and :math:`\mathbb E_\pi[y \mid x] = \alpha + S B^\top(x - \alpha)`. Returns
+    ``S @ B.T``, shape ``(..., d, d)``. Works for singular ``B`` and ``cov``.
+    """
+    R = symmetric_sqrt(cov)
+    N = R @ B.mT @ cov @ B @ R
+    w, U = torch.linalg.eigh(0.5 * (N + N.mT))
+    f = 2.0 / (1.0 + torch.sqrt(1.0 + 4.0 * w.clamp_min(0)))
+    X = (U * f.unsqueeze(-2)) @ U.mT
+    return R @ X @ R @ B.mT
+
+
+def affine_velocity(
+    kind: GaussianKind | object,
+    mean: Tensor,
+    cov: Tensor,
+    Q: Tensor | None = None,
+    K: Tensor | None = None,
+    V: Tensor | None = None,
+    *,
+    beta: float | Tensor = 1.0,
+    W: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The affine velocity :math:`\Gamma_\mu(x) = b + Jx` of :math:`\mu = \mathcal N(\text{mean}, \text{cov})`.
+
+    Parameters
+    ----------
+    kind : {"softmax", "multihead", "l2", "sinkhorn"} or a field
+        The attention variant; a :class:`flowlib.SoftmaxAttention`, :class:`flowlib.MultiHeadAttention`,
+        :class:`flowlib.L2Attention` or :class:`flowlib.SinkhornAttention` instance supplies its own
+        ``Q, K, V, beta`` (and ``W``).
+    mean : Tensor, shape (..., d)
+    cov : Tensor, shape (..., d, d)
+        Symmetric positive semi-definite.
+    Q, K : Tensor, shape (k, d) (``(H, k, d)`` for multihead), optional
+        ``None`` is the identity (not allowed for multihead).
+    V : Tensor, shape (d, d) (``(H, d_v, d)`` for multihead), optional
+    beta : float (or ``(H,)`` tensor for multihead)
+        Inverse temperature, as in the fields.
+    W : Tensor, shape (H, d, d_v), optional
+        Multi-head output matrices; ``None`` concatenates the heads.
+
+    Returns
+    -------
+    b : Tensor, shape (..., d)
+    J : Tensor, shape (..., d, d)
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, a kind without a Gaussian closure (sigmoid, masked), or shapes that do not match.
+    """
+    kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
+    cov = _check_cov(cov)
+    mean = torch.as_tensor(mean, dtype=cov.dtype, device=cov.device)
+    d = cov.shape[-1]
+    if mean.shape[-1:] != (d,):
+        raise ValueError(f"mean must have shape (..., {d}) to match cov {tuple(cov.shape)}; got {tuple(mean.shape)}")
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    if kind == "multihead":
+        if Q is None or K is None or V is None:
+            raise ValueError("multihead needs Q, K of shape (H, k, d) and V of shape (H, d_v, d)")
+        Qh = _as_matrix(Q, d, "Q", cov, ndim=3)
+        Kh = _as_matrix(K, d, "K", cov, ndim=3)
+        Vh = _as_matrix(V, d, "V", cov, ndim=3)
+        H, dv = Vh.shape[0], Vh.shape[1]
+        if Qh.shape != Kh.shape or Qh.shape[0] != H:
+            raise ValueError(f"Q, K must share shape (H, k, d) with H = {H}; got {tuple(Qh.shape)}, {tuple(Kh.shape)}")
+        if W is None:
+            if H * dv != d:
+                raise ValueError(
+                    f"with W=None the heads are concatenated, so H * d_v must equal d; got {H} * {dv} != {d}"
+                )
+            Wh = torch.zeros(H, d, dv, dtype=cov.dtype, device=cov.device)
+            for h in range(H):
+                Wh[h, h * dv : (h + 1) * dv] = torch.eye(dv, dtype=cov.dtype, device=cov.device)
+        else:
+            Wh = torch.as_tensor(W).to(cov)
+            if Wh.shape != (H, d, dv):
+                raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(Wh.shape)}")
+        betas = torch.as_tensor(beta, dtype=cov.dtype, device=cov.device).reshape(-1).expand(H)
+        A = betas[:, None, None] * Kh.mT @ Qh  # (H, d, d)
+        C = Wh @ Vh  # (H, d, d)
+        covh = cov.unsqueeze(-3)
+        J = (C @ covh @ A).sum(dim=-3)
+        b = (mean.unsqueeze(-2) @ C.sum(dim=0).mT).squeeze(-2)
+        return b, J
+    beta = check_real(beta, "beta")
+    Qm = None if Q is None else _as_matrix(Q, d, "Q", cov)
+    Km = None if K is None else _as_matrix(K, d, "K", cov)
+    Vm = _as_matrix(V, d, "V", cov, rows=d)
+    Qm = eye if Qm is None else Qm
+    Km = eye if Km is None else Km
+    if Qm.shape != Km.shape:
+        raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Qm.shape)} and {tuple(Km.shape)}")
+    if kind == "softmax":
+        A = beta * Km.mT @ Qm
+        J = Vm @ cov @ A
+        b = mean @ Vm.mT
+    elif kind == "l2":
+        G = 2 * beta * Km.mT @ Km
+        M = eye + cov @ G  # (I + Sigma G); its inverse is applied, never formed
+        J = 2 * beta * Vm @ torch.linalg.solve(M, cov @ Km.mT @ Qm)
+        b = torch.linalg.solve(M, mean.unsqueeze(-1)).squeeze(-1) @ Vm.mT
+    else:  # sinkhorn
+        B = beta * Qm.mT @ Km
+        P = sinkhorn_coupling(cov, B)
+        J = Vm @ P
+        b = ((eye - P) @ mean.unsqueeze(-1)).squeeze(-1) @ Vm.mT
+    return b, J
+
+
+def mean_rhs(kind, mean, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
+    r""":math:`\dot\alpha = b + J\alpha` (shape ``(..., d)``); arguments as in :func:`affine_velocity`."""
+    b, J = affine_velocity(kind, mean, cov, Q, K, V, beta=beta, W=W)
+    return b + (J @ torch.as_tensor(mean).to(J).unsqueeze(-1)).squeeze(-1)
+
+
+def covariance_rhs(kind, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
+    r""":math:`\dot\Sigma = J\Sigma + \Sigma J^\top` (shape ``(..., d, d)``); arguments as in :func:`affine_velocity`."""
+    cov = _check_cov(cov)
+    zero = torch.zeros(cov.shape[:-1], dtype=cov.dtype, device=cov.device)
+    _, J = affine_velocity(kind, zero, cov, Q, K, V, beta=beta, W=W)
+    JS = J @ cov
+    return JS + JS.mT
+
+
+# ----------------------------------------------------------------------------- closed forms
+def softmax_covariance_closed_form(cov0: Tensor, A: Tensor, t: float | Tensor) -> Tensor:
+    r"""Exact covariance for softmax attention with :math:`V = I`: :math:`\Sigma(t) = (\Sigma_0^{-1} - t(A + A^\top))^{-1}`.
+
+    Valid for ``t`` below :func:`blowup_time`. ``t`` may be a tensor of shape ``(S,)``, giving ``(S, d, d)``.
+    """
+    cov0 = _check_cov(cov0, "cov0")
+    A = torch.as_tensor(A).to(cov0)
+    M = A + A.mT
+    t = torch.as_tensor(t, dtype=cov0.dtype, device=cov0.device)
+    P0 = torch.linalg.inv(cov0)
+    P = P0 - t.reshape(*t.shape, *([1] * cov0.ndim)) * M
+    return torch.linalg.inv(P)
+
+
+def blowup_time(cov0: Tensor, A: Tensor) -> float:
+    r"""Blow-up time :math:`t^* = 1/\lambda_{\max}(\Sigma_0^{1/2}(A + A^\top)\Sigma_0^{1/2})` of the softmax
+    covariance with :math:`V = I`, or ``inf`` if :math:`A + A^\top` has no positive eigenvalue."""
+    cov0 = _check_cov(cov0, "cov0")
+    if cov0.ndim != 2:
+        raise ValueError(f"blowup_time takes one covariance (d, d); got {tuple(cov0.shape)}")
+    A = torch.as_tensor(A).to(cov0)
+    R = symmetric_sqrt(cov0)
+    eig = torch.linalg.eigvalsh(R @ (A + A.mT) @ R)
+    lam = float(eig.max())
+    # eigenvalues within round-off of 0 (e.g. K = -Q, where A + A^T <= 0 exactly) do not blow up
+    return math.inf if lam <= 1e-12 * max(1.0, float(eig.abs().max())) else 1.0 / lam
+
+
+def limit_covariance(cov0: Tensor, Q: Tensor, *, tol: float = 1e-10) -> Tensor:
+    r"""Limit :math:`\Sigma_\infty = Z(Z^\top\Sigma_0^{-1}Z)^{-1}Z^\top` of the softmax covariance with
+    :math:`V = I` and :math:`K = -Q` (so :math:`A + A^\top = -2\beta Q^\top Q \preceq 0`), where the
+    columns of :math:`Z` are an orthonormal basis of :math:`\ker Q`. Its rank is :math:`d - \operatorname{rank} Q`."""
+    cov0 = _check_cov(cov0, "cov0")
+    Q = torch.as_tensor(Q).to(cov0)
+    d = cov0.shape[-1]
+    if Q.ndim != 2 or Q.shape[-1] != d:
+        raise ValueError(f"Q must have shape (k, {d}); got {tuple(Q.shape)}")
+    _, s, Vh = torch.linalg.svd(Q, full_matrices=True)
+    rank = int((s > tol * max(1.0, float(s.max()) if s.numel() else 1.0)).sum())
+    Z = Vh[rank:].mT  # (d, d - rank)
+    if Z.shape[-1] == 0:
+        return torch.zeros_like(cov0)
+    P0 = torch.linalg.inv(cov0)
+    return Z @ torch.linalg.inv(Z.mT @ P0 @ Z) @ Z.mT
+
+
+# ----------------------------------------------------------------------------- the solver
+@dataclass(frozen=True, eq=False)
+class GaussianSolution:
+    """Solution of the Gaussian closure.
+
+    Attributes
+    ----------
+    t : Tensor, shape (S,)
+        Saved times.
+    mean : Tensor, shape (S, ..., d)
+    cov : Tensor, shape (S, ..., d, d)
+        After a system blows up, its saved states stay frozen at its last admissible state.
+    status : {"ok", "blowup"}
+        ``"blowup"`` if any system's covariance exceeded ``blowup_trace``, stopped being finite, or lost
+        positive semi-definiteness.
+    stop_time : Tensor, shape (...)
+        Time of each system's last admissible state (``t1`` if it never blew up).
+    kind : str
+    """
+
+    t: Tensor
+    mean: Tensor
+    cov: Tensor
+    status: Literal["ok", "blowup"]
+    stop_time: Tensor
+    kind: str
+
+    @property
+    def final_cov(self) -> Tensor:
+        return self.cov[-1]
+
+    @property
+    def final_mean(self) -> Tensor:
+        return self.mean[-1]
+
+
+def solve_gaussian(
+    kind: GaussianKind | object,
+    mean0: Tensor,
+    cov0: Tensor,
+    Q: Tensor | None = None,
+    K: Tensor | None = None,
+    V: Tensor | None = None,
+    *,
+    t1: float,
+    n_steps: int,
+    method: str = "rk4",
+    beta: float | Tensor = 1.0,
+    W: Tensor | None = None,
+    save_every: int = 1,
+    blowup_trace: float = 1e6,
+) -> GaussianSolution:
+    r"""Integrate the mean and covariance ODEs of the Gaussian closure from ``t = 0`` to ``t1``.
+
+    Parameters
+    ----------
+    kind, Q, K, V, beta, W
+        As in :func:`affine_velocity`.
+    mean0 : Tensor, shape (..., d)
+    cov0 : Tensor, shape (..., d, d)
+        Leading dimensions are independent systems (e.g. a grid of initial covariances).
+    t1 : float
+        Final time (> 0).
+    n_steps : int
+        Number of fixed steps of ``method`` (``"euler"``, ``"heun"``, ``"rk4"``, ``"rk4_38"``).
+    save_every : int
+        Save every ``save_every`` steps (the final state is always saved).
+    blowup_trace : float
+        A system whose covariance trace exceeds this (or becomes non-finite, or indefinite beyond
+        round-off) is declared blown up and frozen at its last admissible state.
+
+    Returns
+    -------
+    GaussianSolution
+    """
+    kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
+    cov0 = _check_cov(cov0, "cov0")
+    mean0 = torch.as_tensor(mean0, dtype=cov0.dtype, device=cov0.device)
+    d = cov0.shape[-1]
+    if mean0.shape[-1:] != (d,):
+        raise ValueError(
+            f"mean0 must have shape (..., {d}) to match cov0 {tuple(cov0.shape)}; got {tuple(mean0.shape)}"
+        )
+    t1 = check_real(t1, "t1", positive=True)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    save_every = check_positive_int(save_every, "save_every")
+    if method not in STEPPERS:
+        raise ValueError(f"method must be one of {tuple(STEPPERS)}; got {method!r}")
+    step = STEPPERS[method].step
+    batch = torch.broadcast_shapes(mean0.shape[:-1], cov0.shape[:-2])
+    state = torch.cat([mean0.expand(*batch, d).unsqueeze(-2), cov0.expand(*batch, d, d)], dim=-2)  # (..., d+1, d)
+
+    def rhs(t: float, s: Tensor) -> Tensor:
+        m, S = s[..., 0, :], s[..., 1:, :]
+        b, J = affine_velocity(kind, m, S, Q, K, V, beta=beta, W=W)
+        JS = J @ S
+        dm = b + (J @ m.unsqueeze(-1)).squeeze(-1)
+        return torch.cat([dm.unsqueeze(-2), JS + JS.mT], dim=-2)
+
+    def admissible(s: Tensor) -> Tensor:
+        S = s[..., 1:, :]
+        finite = torch.isfinite(s).flatten(-2).all(dim=-1)
+        Sf = torch.where(finite[..., None, None], S, torch.zeros_like(S))
+        tr = Sf.diagonal(dim1=-2, dim2=-1).sum(-1)
+        lam_min = torch.linalg.eigvalsh(0.5 * (Sf + Sf.mT))[..., 0]
+        return finite & (tr <= blowup_trace) & (lam_min >= -1e-8 * tr.abs().clamp_min(1.0))
+
+    h = t1 / n_steps
+    alive = admissible(state)
+    if not bool(alive.all()):
+        raise ValueError("cov0 must be symmetric positive semi-definite with trace below blowup_trace")
+    stop = torch.full(batch, t1, dtype=torch.float64)
+    times, saved = [0.0], [state]
+    for i in range(n_steps):
+        t = i * h
+        new = step(rhs, t, state, h)
+        ok = admissible(new) & alive
+        newly_dead = alive & ~ok
+        if bool(newly_dead.any()):
+            stop[newly_dead.cpu()] = t
+        alive = ok
+        state = torch.where(alive[..., None, None], new, state)
+        if (i + 1) % save_every == 0 or i + 1 == n_steps:
+            times.append((i + 1) * h if i + 1 < n_steps else t1)
+            saved.append(state)
+        if not bool(alive.any()):
+            break
+    X = torch.stack(saved)
+    status = "ok" if bool(alive.all()) else "blowup"
+    return GaussianSolution(
+        t=torch.tensor(times, dtype=torch.float64),
+        mean=X[..., 0, :],
+        cov=X[..., 1:, :],
+        status=status,
+        stop_time=stop,
+        kind=kind,
+    )

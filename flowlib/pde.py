@@ -1,0 +1,397 @@
+r"""An Eulerian finite-volume solver for the Transformer PDE on a 1-D or 2-D grid.
+
+The Transformer PDE is the continuity equation
+
+.. math::
+
+    \partial_t \rho + \nabla\cdot(\rho\, \Gamma_\rho) = 0, \qquad
+    \Gamma_\rho(x) = \frac{\int e^{\beta\langle Qx, Ky\rangle} V y\, \rho(y)\,dy}{\int e^{\beta\langle Qx, Ky\rangle}\rho(y)\,dy},
+
+whose velocity depends on the density itself. :func:`solve_transformer_pde` stores cell averages
+:math:`\rho_c` on a regular grid and
+
+* computes the velocity at the cell centres from the current density, by the same softmax primitive
+  as the particle fields, with each cell acting as a particle of mass :math:`\rho_c\,|c|`
+  (:func:`measure_velocity`); face velocities are averages of the two neighbouring centres;
+* moves mass across faces with an upwind flux (first order, ``scheme="upwind"``) or a MUSCL
+  reconstruction with the minmod limiter (second order away from extrema, ``scheme="muscl"``);
+  the flux through the outer boundary is zero, so **mass is conserved to round-off**;
+* steps in time with forward Euler (upwind) or the strong-stability-preserving Heun method (MUSCL),
+  with a step chosen from the CFL number :math:`\Delta t\sum_a \max|u_a|/\Delta x_a \le` ``cfl``. A step
+  whose result would have a negative cell is rejected and retried with half the step, so the
+  density stays **non-negative**.
+
+This is the Eulerian counterpart of :func:`flowlib.simulate` on particles: the two should agree,
+and the book compares them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._validation import check_positive_int, check_real
+from .fields.base import VelocityField, apply_linear
+from .fields.reductions import softmax_average
+
+__all__ = ["Grid", "make_grid", "measure_velocity", "PDESolution", "solve_transformer_pde", "density_on_grid"]
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A regular grid of cells on the box ``[lower, upper]`` in R^d (d = 1 or 2).
+
+    Attributes
+    ----------
+    lower, upper : tuple of float
+        Box corners.
+    shape : tuple of int
+        Number of cells along each axis.
+    dtype : torch.dtype
+    """
+
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float64
+
+    @property
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple((u - lo) / n for lo, u, n in zip(self.lower, self.upper, self.shape))
+
+    @property
+    def cell_volume(self) -> float:
+        return math.prod(self.spacing)
+
+    def axes(self) -> list[Tensor]:
+        """Cell-centre coordinates along each axis."""
+        return [
+            torch.linspace(lo + h / 2, u - h / 2, n, dtype=self.dtype)
+            for lo, u, n, h in zip(self.lower, self.upper, self.shape, self.spacing)
+        ]
+
+    def centers(self) -> Tensor:
+        """Cell centres, shape ``(*shape, d)`` (``indexing="ij"``)."""
+        return torch.stack(torch.meshgrid(*self.axes(), indexing="ij"), dim=-1)
+
+
+def make_grid(
+    lower: float | Sequence[float],
+    upper: float | Sequence[float],
+    shape: int | Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> Grid:
+    """A :class:`Grid`; scalars give a 1-D grid.
+
+    Raises
+    ------
+    ValueError
+        If the dimension is not 1 or 2, sizes disagree, or ``upper <= lower``.
+    """
+    lower = (lower,) if isinstance(lower, (int, float)) else tuple(lower)
+    upper = (upper,) if isinstance(upper, (int, float)) else tuple(upper)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not (len(lower) == len(upper) == len(shape)) or len(shape) not in (1, 2):
+        raise ValueError(f"grid must be 1-D or 2-D with matching lower/upper/shape; got {lower}, {upper}, {shape}")
+    for lo, u in zip(lower, upper):
+        if not u > lo:
+            raise ValueError(f"upper must exceed lower on every axis; got lower={lower}, upper={upper}")
+    for n in shape:
+        check_positive_int(n, "shape")
+        if n < 3:
+            raise ValueError(f"each axis needs at least 3 cells; got shape {shape}")
+    return Grid(tuple(map(float, lower)), tuple(map(float, upper)), shape, dtype)
+
+
+def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+    r"""Velocity :math:`\Gamma_\mu` of the weighted measure :math:`\mu = \sum_j w_j \delta_{y_j}` at query points.
+
+    Self-attention evaluates :math:`\Gamma_\mu` at the tokens of :math:`\mu` itself; the PDE needs it
+    anywhere. Supported fields: :class:`flowlib.SoftmaxAttention`, :class:`flowlib.L2Attention` and
+    :class:`flowlib.MultiHeadAttention`, without masks.
+
+    Parameters
+    ----------
+    field : VelocityField
+    queries : Tensor, shape (n, d)
+    points : Tensor, shape (m, d)
+    weights : Tensor, shape (m,), optional
+        Non-negative masses (any total; uniform if omitted). Points of zero mass are ignored.
+
+    Returns
+    -------
+    Tensor, shape (n, d)
+
+    Raises
+    ------
+    TypeError
+        For a field without a mean-field velocity here (Sinkhorn, sigmoid, sphere).
+    ValueError
+        For masked or causal fields, or mismatched shapes.
+    """
+    from .fields import L2Attention, MultiHeadAttention, SoftmaxAttention
+    from .fields.l2 import _augment
+
+    if getattr(field, "causal", False) or getattr(field, "mask", None) is not None:
+        raise ValueError("measure_velocity does not support masked or causal fields (positions are not modelled)")
+    if queries.ndim != 2 or points.ndim != 2 or queries.shape[-1] != points.shape[-1]:
+        raise ValueError(
+            f"queries and points must have shapes (n, d) and (m, d); got {tuple(queries.shape)}, {tuple(points.shape)}"
+        )
+    bias = None
+    if weights is not None:
+        if weights.shape != points.shape[:1]:
+            raise ValueError(f"weights must have shape ({points.shape[0]},); got {tuple(weights.shape)}")
+        keep = weights > 0
+        points, weights = points[keep], weights[keep]
+        bias = torch.log(weights).unsqueeze(0)  # (1, m): row bias
+    if isinstance(field, (SoftmaxAttention, L2Attention)) and type(field) in (SoftmaxAttention, L2Attention):
+        d = queries.shape[-1]
+        probe = field._qkv(points[:1])  # shape checks against d
+        del probe
+        q = apply_linear(None if field.Q is None else field.Q.to(queries), queries)
+        k = apply_linear(None if field.K is None else field.K.to(queries), points)
+        v = apply_linear(None if field.V is None else field.V.to(queries), points)
+        beta = float(field.beta)
+        if isinstance(field, L2Attention):
+            q, k = _augment(q, k)
+            beta = 2.0 * beta
+        if v.shape[-1] != d:
+            raise ValueError(f"V must map R^{d} to R^{d}; got values of dimension {v.shape[-1]}")
+        return softmax_average(q, k, v, beta=beta, bias=bias, backend=field.backend, chunk_size=field.chunk_size)
+    if type(field) is MultiHeadAttention:
+        qh, _, _, _ = field._heads(queries)
+        _, kh, vh, _ = field._heads(points)
+        heads = softmax_average(
+            qh,
+            kh,
+            vh,
+            beta=1.0,
+            bias=None if bias is None else bias.unsqueeze(0),
+            backend=field.backend,
+            chunk_size=field.chunk_size,
+        )
+        return field._combine(heads, queries)
+    raise TypeError(
+        f"measure_velocity supports SoftmaxAttention, L2Attention and MultiHeadAttention; got {type(field).__name__}"
+    )
+
+
+def density_on_grid(grid: Grid, pdf) -> Tensor:
+    """Cell averages of ``pdf`` approximated by its values at the centres, renormalised to mass 1.
+
+    ``pdf`` maps points ``(..., d)`` to densities ``(...)``. Returns shape ``grid.shape``.
+    """
+    rho = pdf(grid.centers()).to(grid.dtype)
+    if rho.shape != grid.shape:
+        raise ValueError(f"pdf must return one value per cell, shape {grid.shape}; got {tuple(rho.shape)}")
+    if bool((rho < 0).any()) or not bool(torch.isfinite(rho).all()):
+        raise ValueError("pdf must be finite and non-negative")
+    return rho / (rho.sum() * grid.cell_volume)
+
+
+@dataclass(frozen=True, eq=False)
+class PDESolution:
+    """Saved densities of the Transformer PDE.
+
+    Attributes
+    ----------
+    t : Tensor, shape (S,)
+    density : Tensor, shape (S, *grid.shape)
+        Cell averages; ``density[s].sum() * grid.cell_volume`` is the mass (1 at every time).
+    grid : Grid
+    n_steps : int
+        Accepted time steps.
+    n_rejected : int
+        Steps retried with half the step because they would have lost positivity.
+    max_cfl : float
+        Largest CFL number among accepted steps.
+    """
+
+    t: Tensor
+    density: Tensor
+    grid: Grid
+    n_steps: int
+    n_rejected: int
+    max_cfl: float
+
+    def mass(self) -> Tensor:
+        """Total mass at each saved time, shape ``(S,)``."""
+        return self.density.flatten(1).sum(-1) * self.grid.cell_volume
+
+    def weights(self, s: int = -1) -> Tensor:
+        """Cell masses at saved index ``s``, flattened to ``(n_cells,)`` (they sum to 1)."""
+        return self.density[s].flatten() * self.grid.cell_volume
+
+    def points(self) -> Tensor:
+        """Cell centres flattened to ``(n_cells, d)``, matching :meth:`weights`."""
+        return self.grid.centers().reshape(-1, self.grid.dim)
+
+    def moments(self, s: int = -1) -> tuple[Tensor, Tensor]:
+        """Mean ``(d,)`` and covariance ``(d, d)`` of the density at saved index ``s``."""
+        from .measures import empirical_moments
+
+        return empirical_moments(self.points(), self.weights(s))
+
+    def boundary_mass(self, s: int = -1) -> float:
+        """Mass in the outermost layer of cells: should stay negligible (the box must contain the flow)."""
+        rho = self.density[s]
+        inner = rho[(slice(1, -1),) * rho.ndim]
+        return float((rho.sum() - inner.sum()) * self.grid.cell_volume)
+
+
+def _minmod(a: Tensor, b: Tensor) -> Tensor:
+    return torch.where(a * b > 0, torch.sign(a) * torch.minimum(a.abs(), b.abs()), torch.zeros_like(a))
+
+
+def _face_flux(rho: Tensor, u_face: Tensor, axis: int, muscl: bool) -> Tensor:
+    """Upwind flux through the interior faces along ``axis`` (shape: that axis shortened by one)."""
+    n = rho.shape[axis]
+    left = rho.narrow(axis, 0, n - 1)
+    right = rho.narrow(axis, 1, n - 1)
+    if muscl:
+        diff = torch.diff(rho, dim=axis)  # n-1 differences
+        pad = torch.zeros_like(rho.narrow(axis, 0, 1))
+        fwd = torch.cat([diff, pad], dim=axis)  # rho[i+1]-rho[i], 0 at the end
+        bwd = torch.cat([pad, diff], dim=axis)  # rho[i]-rho[i-1], 0 at the start
+        slope = _minmod(fwd, bwd)
+        left = left + 0.5 * slope.narrow(axis, 0, n - 1)
+        right = right - 0.5 * slope.narrow(axis, 1, n - 1)
+    return u_face.clamp_min(0) * left + u_face.clamp_max(0) * right
+
+
+def solve_transformer_pde(
+    field: VelocityField,
+    density0: Tensor,
+    grid: Grid,
+    *,
+    t1: float,
+    n_save: int = 10,
+    scheme: str = "muscl",
+    cfl: float = 0.4,
+    max_steps: int = 100_000,
+    mass_floor: float = 1e-14,
+) -> PDESolution:
+    r"""Solve the Transformer PDE :math:`\partial_t\rho + \nabla\cdot(\rho\Gamma_\rho) = 0` on ``grid``.
+
+    Parameters
+    ----------
+    field : VelocityField
+        The attention field (see :func:`measure_velocity` for the supported ones). Its ``Q, K, V, beta``
+        define :math:`\Gamma_\rho`.
+    density0 : Tensor, shape grid.shape
+        Initial cell averages (non-negative; normalised to mass 1 here).
+    grid : Grid
+        From :func:`make_grid`; the box should contain the support at all times (check
+        :meth:`PDESolution.boundary_mass`).
+    t1 : float
+        Final time.
+    n_save : int
+        Number of equal intervals at whose ends the density is saved (``n_save + 1`` frames).
+    scheme : {"muscl", "upwind"}
+    cfl : float
+        Target CFL number :math:`\Delta t \sum_a \max|u_a| / \Delta x_a`, in (0, 1].
+    max_steps : int
+        Safety limit on accepted steps.
+    mass_floor : float
+        Cells with less mass than this are left out of the velocity computation (they cannot change
+        it by more than about this much).
+
+    Returns
+    -------
+    PDESolution
+
+    Raises
+    ------
+    ValueError
+        Bad shapes or values, or if ``max_steps`` is reached.
+    """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a flowlib.pde.Grid (see make_grid); got {type(grid).__name__}")
+    density0 = torch.as_tensor(density0).to(grid.dtype)
+    if tuple(density0.shape) != grid.shape:
+        raise ValueError(f"density0 must have the grid's shape {grid.shape}; got {tuple(density0.shape)}")
+    if bool((density0 < 0).any()) or not bool(torch.isfinite(density0).all()):
+        raise ValueError("density0 must be finite and non-negative")
+    if float(density0.sum()) <= 0:
+        raise ValueError("density0 must have positive mass")
+    if scheme not in ("muscl", "upwind"):
+        raise ValueError(f"scheme must be 'muscl' or 'upwind'; got {scheme!r}")
+    t1 = check_real(t1, "t1", positive=True)
+    cfl = check_real(cfl, "cfl", positive=True)
+    if cfl > 1:
+        raise ValueError(f"cfl must be in (0, 1]; got {cfl}")
+    n_save = check_positive_int(n_save, "n_save")
+    max_steps = check_positive_int(max_steps, "max_steps")
+    muscl = scheme == "muscl"
+    vol = grid.cell_volume
+    dx = grid.spacing
+    centers = grid.centers().reshape(-1, grid.dim)
+    rho = density0 / (density0.sum() * vol)
+
+    def velocity(r: Tensor) -> Tensor:
+        w = (r * vol).flatten()
+        keep = w > mass_floor
+        u = measure_velocity(field, centers, centers[keep], w[keep])
+        return u.reshape(*grid.shape, grid.dim)
+
+    def rate(r: Tensor, u: Tensor) -> Tensor:
+        out = torch.zeros_like(r)
+        for a in range(grid.dim):
+            ua = u[..., a]
+            n = ua.shape[a]
+            u_face = 0.5 * (ua.narrow(a, 0, n - 1) + ua.narrow(a, 1, n - 1))
+            flux = _face_flux(r, u_face, a, muscl)
+            pad = torch.zeros_like(r.narrow(a, 0, 1))
+            full = torch.cat([pad, flux, pad], dim=a)  # zero flux through the outer faces
+            out = out - torch.diff(full, dim=a) / dx[a]
+        return out
+
+    def speed(u: Tensor) -> float:
+        return sum(float(u[..., a].abs().max()) / dx[a] for a in range(grid.dim))
+
+    save_times = [t1 * k / n_save for k in range(n_save + 1)]
+    frames, t, k_next = [rho.clone()], 0.0, 1
+    n_steps = n_rejected = 0
+    max_cfl = 0.0
+    while k_next <= n_save:
+        u = velocity(rho)
+        s = speed(u)
+        dt = cfl / s if s > 0 else save_times[k_next] - t
+        dt = min(dt, save_times[k_next] - t)
+        while True:
+            r1 = rho + dt * rate(rho, u)
+            new = 0.5 * (rho + r1 + dt * rate(r1, velocity(r1))) if muscl else r1
+            if bool((new >= -1e-13 * float(rho.max())).all()):
+                break
+            dt *= 0.5
+            n_rejected += 1
+            if dt < 1e-12 * t1:
+                raise ValueError("the time step collapsed while keeping the density non-negative")
+        rho = new.clamp_min(0)
+        max_cfl = max(max_cfl, dt * s)
+        t += dt
+        n_steps += 1
+        if n_steps > max_steps:
+            raise ValueError(f"max_steps={max_steps} reached at t={t:.4g} < t1={t1}")
+        if t >= save_times[k_next] - 1e-12 * t1:
+            t = save_times[k_next]
+            frames.append(rho.clone())
+            k_next += 1
+    return PDESolution(
+        t=torch.tensor(save_times, dtype=torch.float64),
+        density=torch.stack(frames),
+        grid=grid,
+        n_steps=n_steps,
+        n_rejected=n_rejected,
+        max_cfl=max_cfl,
+    )
