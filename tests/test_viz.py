@@ -84,3 +84,34 @@ def test_explore_caches_and_never_resimulates_on_step(traj):
     beta_slider.value = 2.0
     assert calls == [0.5, 2.0]
     assert len(w.cache) == 2
+
+
+def test_part_two_plots(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = dict(matplotlib.rcParams)
+    F64 = torch.float64
+    t, frac = fl.phase_diagram(
+        [0.5, 2.0, 5.0], n=6, d=3, t1=2.0, n_systems=3, save_every=5, generator=torch.Generator().manual_seed(0)
+    )
+    f1 = viz.plot_phase_diagram(t, [0.5, 2.0, 5.0], frac, curve=([1.0, 2.0], [0.5, 5.0]))
+    S0 = torch.stack([torch.tensor([[1.0, 0.2], [0.2, 0.5]], dtype=F64), torch.eye(2, dtype=F64)])
+    q = torch.tensor([[1.0, 0.0]], dtype=F64)
+    sol = fl.solve_gaussian("softmax", torch.zeros(2, dtype=F64), S0, q, -q, t1=5.0, n_steps=50)
+    f2 = viz.plot_covariance_disc(sol.cov)
+    grid = fl.make_grid(-3, 3, 30)
+    rho0 = fl.pde.density_on_grid(grid, lambda x: torch.exp(-(x[..., 0] ** 2)))
+    pde_sol = fl.solve_transformer_pde(fl.SoftmaxAttention(V=-torch.eye(1, dtype=F64)), rho0, grid, t1=0.5, n_save=2)
+    x0 = torch.linspace(-1, 1, 20, dtype=F64)[:, None]
+    parts = fl.simulate(fl.SoftmaxAttention(V=-torch.eye(1, dtype=F64)), x0, t1=0.5, n_steps=10, save_every=5)
+    f3 = viz.plot_density_1d(pde_sol, particles=parts)
+    fig, axes = viz.new_figure((6, 3), ncols=3)
+    assert len(axes) == 3 and len(fig.axes) == 3
+    for f in (f1, f2, f3, fig):
+        assert isinstance(f, matplotlib.figure.Figure) and f.get_facecolor()[3] == 1.0
+    assert len(f3.axes[0].get_lines()) == 3  # one PDE curve per saved frame
+    assert dict(matplotlib.rcParams) == before
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="1-D grid"):
+        g2 = fl.make_grid((-1, -1), (1, 1), (4, 4))
+        s2 = fl.solve_transformer_pde(fl.SoftmaxAttention(), torch.ones(4, 4, dtype=F64), g2, t1=0.1, n_save=1)
+        viz.plot_density_1d(s2)

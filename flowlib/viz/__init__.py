@@ -1,7 +1,16 @@
 """Visualisation: matplotlib figures, JavaScript animations, ipywidgets explorers."""
 
 from .animate import MAX_FRAMES, JSAnimation, animate_tokens
-from .plots import new_figure, plot_decay, plot_error_vs_layers, plot_tokens, plot_weights
+from .plots import (
+    new_figure,
+    plot_covariance_disc,
+    plot_decay,
+    plot_density_1d,
+    plot_error_vs_layers,
+    plot_phase_diagram,
+    plot_tokens,
+    plot_weights,
+)
 from .widgets import explore
 
 __all__ = [
@@ -10,6 +19,9 @@ __all__ = [
     "plot_error_vs_layers",
     "plot_decay",
     "plot_weights",
+    "plot_phase_diagram",
+    "plot_covariance_disc",
+    "plot_density_1d",
     "animate_tokens",
     "JSAnimation",
     "MAX_FRAMES",

@@ -11,17 +11,30 @@ from torch import Tensor
 from ..convergence import fit_order
 from ..integrate.simulate import Trajectory
 
-__all__ = ["new_figure", "plot_tokens", "plot_error_vs_layers", "plot_decay", "plot_weights"]
+__all__ = [
+    "new_figure",
+    "plot_tokens",
+    "plot_error_vs_layers",
+    "plot_decay",
+    "plot_weights",
+    "plot_phase_diagram",
+    "plot_covariance_disc",
+    "plot_density_1d",
+]
 
 
-def new_figure(figsize=(4.5, 4.0), *, projection: str | None = None, dpi: int = 100):
-    """A Figure with an opaque white background (readable in dark mode) and one Axes."""
+def new_figure(figsize=(4.5, 4.0), *, projection: str | None = None, dpi: int = 100, ncols: int = 1):
+    """A Figure with an opaque white background (readable in dark mode) and ``ncols`` Axes in a row.
+
+    Returns ``(fig, ax)`` for ``ncols=1`` and ``(fig, [ax, ...])`` otherwise.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, dpi=dpi, facecolor="white")
-    ax = fig.add_subplot(1, 1, 1, projection=projection)
-    ax.set_facecolor("white")
-    return fig, ax
+    fig = Figure(figsize=figsize, dpi=dpi, facecolor="white", layout="constrained" if ncols > 1 else None)
+    axes = [fig.add_subplot(1, ncols, i + 1, projection=projection) for i in range(ncols)]
+    for ax in axes:
+        ax.set_facecolor("white")
+    return (fig, axes[0]) if ncols == 1 else (fig, axes)
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -162,4 +175,92 @@ def plot_weights(P: Tensor, *, ax=None, title: str | None = None):
     ax.set_ylabel("query $i$")
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_phase_diagram(t, betas, fraction, *, curve=None, ax=None, title: str | None = None):
+    """Heat map of a clustering statistic over (time, beta), e.g. from :func:`flowlib.phase_diagram`.
+
+    Parameters
+    ----------
+    t : (S,) times; betas : (B,) values; fraction : (B, S) statistic in [0, 1].
+    curve : tuple (times, betas), optional
+        A curve to overlay, e.g. equiangular hitting times :math:`t(\\beta)`.
+    """
+    if ax is None:
+        fig, ax = new_figure((5, 3.8))
+    fig = ax.figure
+    t = np.asarray(t, dtype=float)
+    b = np.asarray(betas, dtype=float)
+    f = _np(fraction) if isinstance(fraction, Tensor) else np.asarray(fraction)
+    im = ax.pcolormesh(t, b, f, shading="nearest", cmap="viridis", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, shrink=0.85, label="fraction of clustered pairs")
+    if curve is not None:
+        ax.plot(np.asarray(curve[0], dtype=float), np.asarray(curve[1], dtype=float), "w--", lw=1.5)
+    ax.set_xlim(t[0], t[-1])  # the curve may leave the computed window; keep the data in view
+    ax.set_ylim(
+        b[0] - 0.5 * (b[1] - b[0]) if len(b) > 1 else b[0] - 0.5,
+        b[-1] + 0.5 * (b[-1] - b[-2]) if len(b) > 1 else b[0] + 0.5,
+    )
+    ax.set_xlabel("time $t$")
+    ax.set_ylabel(r"$\beta$")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_covariance_disc(covs, *, ax=None, color_by_start: bool = True, title: str | None = None):
+    """Trajectories of trace-normalised 2x2 covariances in the unit disc (the circle = rank one).
+
+    ``covs`` has shape ``(S, ..., 2, 2)`` (time first, e.g. ``GaussianSolution.cov``).
+    """
+    from ..gaussian import trace_normalized_coordinates
+
+    if ax is None:
+        fig, ax = new_figure((4.2, 4.0))
+    fig = ax.figure
+    uw = _np(trace_normalized_coordinates(torch.as_tensor(covs)))  # (S, ..., 2)
+    uw = uw.reshape(uw.shape[0], -1, 2)
+    th = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(np.cos(th), np.sin(th), "k-", lw=1)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["twilight"]
+    for k in range(uw.shape[1]):
+        start = uw[0, k]
+        c = cmap((np.arctan2(start[1], start[0]) / (2 * np.pi)) % 1.0) if color_by_start else "C0"
+        ax.plot(uw[:, k, 0], uw[:, k, 1], "-", color=c, lw=0.8)
+        ax.plot(uw[-1, k, 0], uw[-1, k, 1], "o", color=c, ms=2.5)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel(r"$(a-b)/(a+b)$")
+    ax.set_ylabel(r"$2c/(a+b)$")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def plot_density_1d(solution, *, particles=None, frames: Sequence[int] | None = None, ax=None, bins: int = 40):
+    """Densities of a 1-D :class:`flowlib.pde.PDESolution` at saved frames, with particle histograms.
+
+    ``particles`` is a 1-D :class:`Trajectory` saved at the same times (``x`` of shape ``(S, n, 1)``).
+    """
+    if ax is None:
+        fig, ax = new_figure((5.5, 3.6))
+    fig = ax.figure
+    grid = solution.grid
+    if grid.dim != 1:
+        raise ValueError(f"plot_density_1d needs a 1-D grid; got dimension {grid.dim}")
+    xs = _np(grid.axes()[0])
+    frames = list(range(len(solution.t))) if frames is None else list(frames)
+    for j, s in enumerate(frames):
+        color = f"C{j}"
+        ax.plot(xs, _np(solution.density[s]), color=color, lw=1.5, label=f"PDE, t = {float(solution.t[s]):.2g}")
+        if particles is not None:
+            p = _np(particles.x[s][..., 0]).ravel()
+            ax.hist(p, bins=bins, range=(xs[0], xs[-1]), density=True, histtype="step", color=color, ls="--", lw=1)
+    ax.set_xlabel("$x$")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
     return fig
