@@ -369,9 +369,11 @@ class GaussianSolution:
     mean : Tensor, shape (S, ..., d)
     cov : Tensor, shape (S, ..., d, d)
         After a system blows up, its saved states stay frozen at its last admissible state.
-    status : {"ok", "blowup"}
-        ``"blowup"`` if any system's covariance exceeded ``blowup_trace``, stopped being finite, or lost
-        positive semi-definiteness.
+    status : {"ok", "blowup", "unstable"}
+        ``"blowup"`` if any system's covariance trace exceeded ``blowup_trace`` or stopped being finite;
+        ``"unstable"`` if instead a step made a covariance indefinite, which the exact flow never does
+        (a congruence keeps it positive semi-definite): the step is too large for a fast-decaying
+        direction, so increase ``n_steps``.
     stop_time : Tensor, shape (...)
         Time of each system's last admissible state (``t1`` if it never blew up).
     kind : str
@@ -380,7 +382,7 @@ class GaussianSolution:
     t: Tensor
     mean: Tensor
     cov: Tensor
-    status: Literal["ok", "blowup"]
+    status: Literal["ok", "blowup", "unstable"]
     stop_time: Tensor
     kind: str
 
@@ -425,8 +427,9 @@ def solve_gaussian(
     save_every : int
         Save every ``save_every`` steps (the final state is always saved).
     blowup_trace : float
-        A system whose covariance trace exceeds this (or becomes non-finite, or indefinite beyond
-        round-off) is declared blown up and frozen at its last admissible state.
+        A system whose covariance trace exceeds this or becomes non-finite is declared blown up; one
+        that becomes indefinite beyond round-off is declared unstable. Either is frozen at its last
+        admissible state, and ``stop_time`` records when.
 
     Returns
     -------
@@ -456,36 +459,42 @@ def solve_gaussian(
         dm = b + (J @ m.unsqueeze(-1)).squeeze(-1)
         return torch.cat([dm.unsqueeze(-2), JS + JS.mT], dim=-2)
 
-    def admissible(s: Tensor) -> Tensor:
+    def classify(s: Tensor) -> Tensor:
+        """0: admissible; 1: blown up (trace too large or not finite); 2: lost positive semi-definiteness."""
         S = s[..., 1:, :]
         finite = torch.isfinite(s).flatten(-2).all(dim=-1)
         Sf = torch.where(finite[..., None, None], S, torch.zeros_like(S))
         tr = Sf.diagonal(dim1=-2, dim2=-1).sum(-1)
         lam_min = torch.linalg.eigvalsh(0.5 * (Sf + Sf.mT))[..., 0]
-        return finite & (tr <= blowup_trace) & (lam_min >= -1e-8 * tr.abs().clamp_min(1.0))
+        big = ~finite | (tr > blowup_trace)
+        indefinite = lam_min < -1e-8 * tr.abs().clamp_min(1.0)
+        code = torch.where(indefinite, 2, 0)
+        return torch.where(big, 1, code)
 
     h = t1 / n_steps
-    alive = admissible(state)
-    if not bool(alive.all()):
+    if bool((classify(state) != 0).any()):
         raise ValueError("cov0 must be symmetric positive semi-definite with trace below blowup_trace")
+    reason = torch.zeros(batch, dtype=torch.int64)
+    alive = reason == 0
     stop = torch.full(batch, t1, dtype=torch.float64)
     times, saved = [0.0], [state]
     for i in range(n_steps):
         t = i * h
         new = step(rhs, t, state, h)
-        ok = admissible(new) & alive
-        newly_dead = alive & ~ok
+        code = classify(new).cpu()
+        newly_dead = alive & (code != 0)
         if bool(newly_dead.any()):
-            stop[newly_dead.cpu()] = t
-        alive = ok
-        state = torch.where(alive[..., None, None], new, state)
+            stop[newly_dead] = t
+            reason[newly_dead] = code[newly_dead]
+        alive = alive & (code == 0)
+        state = torch.where(alive.to(state.device)[..., None, None], new, state)
         if (i + 1) % save_every == 0 or i + 1 == n_steps:
             times.append((i + 1) * h if i + 1 < n_steps else t1)
             saved.append(state)
         if not bool(alive.any()):
             break
     X = torch.stack(saved)
-    status = "ok" if bool(alive.all()) else "blowup"
+    status = "ok" if bool(alive.all()) else ("blowup" if bool((reason == 1).any()) else "unstable")
     return GaussianSolution(
         t=torch.tensor(times, dtype=torch.float64),
         mean=X[..., 0, :],
