@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ._validation import check_positive_int, check_real, check_tokens
+from .integrate.steppers import STEPPERS
 
 __all__ = [
     "interaction_energy",
@@ -133,16 +134,13 @@ def equiangular_solution(
     n_substeps = check_positive_int(n_substeps, "n_substeps")
     if t.numel() == 0 or float(t[0]) < 0 or bool((torch.diff(t) < 0).any()):
         raise ValueError("t must be a non-empty, non-decreasing sequence of times >= 0")
-    f = lambda g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    f = lambda _, g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    rk4 = STEPPERS["rk4"].step
     out, g, t_prev = [], float(gamma0), 0.0
     for tk in t.tolist():
         h = (tk - t_prev) / n_substeps
-        for _ in range(n_substeps if h > 0 else 0):
-            k1 = f(g)
-            k2 = f(g + 0.5 * h * k1)
-            k3 = f(g + 0.5 * h * k2)
-            k4 = f(g + h * k3)
-            g = g + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        for i in range(n_substeps if h > 0 else 0):
+            g = rk4(f, t_prev + i * h, g, h)
         out.append(g)
         t_prev = tk
     return torch.tensor(out, dtype=torch.float64)
@@ -166,16 +164,13 @@ def hitting_time(
     delta = check_real(delta, "delta", positive=True)
     dt = check_real(dt, "dt", positive=True)
     target = 1.0 - delta
-    f = lambda g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    f = lambda _, g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
+    rk4 = STEPPERS["rk4"].step
     g, t = float(gamma0), 0.0
     if g >= target:
         return 0.0
     while t < t_max:
-        k1 = f(g)
-        k2 = f(g + 0.5 * dt * k1)
-        k3 = f(g + 0.5 * dt * k2)
-        k4 = f(g + dt * k3)
-        g_new = g + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        g_new = rk4(f, t, g, dt)
         if g_new >= target:
             return t + dt * (target - g) / (g_new - g)
         g, t = g_new, t + dt

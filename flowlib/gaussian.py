@@ -241,13 +241,18 @@ def affine_velocity(
     d = cov.shape[-1]
     if mean.shape[-1:] != (d,):
         raise ValueError(f"mean must have shape (..., {d}) to match cov {tuple(cov.shape)}; got {tuple(mean.shape)}")
-    eye = torch.eye(d, dtype=cov.dtype, device=cov.device)
+    return _affine(kind, _prepare(kind, Q, K, V, beta, W, d, cov), mean, cov)
+
+
+def _prepare(kind: str, Q, K, V, beta, W, d: int, like: Tensor) -> dict[str, Tensor]:
+    """Check the parameters once and form the constant matrices of ``kind``'s affine field."""
+    eye = torch.eye(d, dtype=like.dtype, device=like.device)
     if kind == "multihead":
         if Q is None or K is None or V is None:
             raise ValueError("multihead needs Q, K of shape (H, k, d) and V of shape (H, d_v, d)")
-        Qh = _as_matrix(Q, d, "Q", cov, ndim=3)
-        Kh = _as_matrix(K, d, "K", cov, ndim=3)
-        Vh = _as_matrix(V, d, "V", cov, ndim=3)
+        Qh = _as_matrix(Q, d, "Q", like, ndim=3)
+        Kh = _as_matrix(K, d, "K", like, ndim=3)
+        Vh = _as_matrix(V, d, "V", like, ndim=3)
         H, dv = Vh.shape[0], Vh.shape[1]
         if Qh.shape != Kh.shape or Qh.shape[0] != H:
             raise ValueError(f"Q, K must share shape (H, k, d) with H = {H}; got {tuple(Qh.shape)}, {tuple(Kh.shape)}")
@@ -256,43 +261,44 @@ def affine_velocity(
                 raise ValueError(
                     f"with W=None the heads are concatenated, so H * d_v must equal d; got {H} * {dv} != {d}"
                 )
-            Wh = torch.zeros(H, d, dv, dtype=cov.dtype, device=cov.device)
+            Wh = torch.zeros(H, d, dv, dtype=like.dtype, device=like.device)
             for h in range(H):
-                Wh[h, h * dv : (h + 1) * dv] = torch.eye(dv, dtype=cov.dtype, device=cov.device)
+                Wh[h, h * dv : (h + 1) * dv] = torch.eye(dv, dtype=like.dtype, device=like.device)
         else:
-            Wh = torch.as_tensor(W).to(cov)
+            Wh = torch.as_tensor(W).to(like)
             if Wh.shape != (H, d, dv):
                 raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(Wh.shape)}")
-        betas = torch.as_tensor(beta, dtype=cov.dtype, device=cov.device).reshape(-1).expand(H)
-        A = betas[:, None, None] * Kh.mT @ Qh  # (H, d, d)
-        C = Wh @ Vh  # (H, d, d)
-        covh = cov.unsqueeze(-3)
-        J = (C @ covh @ A).sum(dim=-3)
-        b = (mean.unsqueeze(-2) @ C.sum(dim=0).mT).squeeze(-2)
-        return b, J
+        betas = torch.as_tensor(beta, dtype=like.dtype, device=like.device).reshape(-1).expand(H)
+        return {"A": betas[:, None, None] * Kh.mT @ Qh, "C": Wh @ Vh}  # (H, d, d) each
     beta = check_real(beta, "beta")
-    Qm = None if Q is None else _as_matrix(Q, d, "Q", cov)
-    Km = None if K is None else _as_matrix(K, d, "K", cov)
-    Vm = _as_matrix(V, d, "V", cov, rows=d)
-    Qm = eye if Qm is None else Qm
-    Km = eye if Km is None else Km
+    Qm = eye if Q is None else _as_matrix(Q, d, "Q", like)
+    Km = eye if K is None else _as_matrix(K, d, "K", like)
+    Vm = _as_matrix(V, d, "V", like, rows=d)
     if Qm.shape != Km.shape:
         raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Qm.shape)} and {tuple(Km.shape)}")
     if kind == "softmax":
-        A = beta * Km.mT @ Qm
-        J = Vm @ cov @ A
-        b = mean @ Vm.mT
-    elif kind == "l2":
-        G = 2 * beta * Km.mT @ Km
-        M = eye + cov @ G  # (I + Sigma G); its inverse is applied, never formed
-        J = 2 * beta * Vm @ torch.linalg.solve(M, cov @ Km.mT @ Qm)
-        b = torch.linalg.solve(M, mean.unsqueeze(-1)).squeeze(-1) @ Vm.mT
-    else:  # sinkhorn
-        B = beta * Qm.mT @ Km
-        P = sinkhorn_coupling(cov, B)
-        J = Vm @ P
-        b = ((eye - P) @ mean.unsqueeze(-1)).squeeze(-1) @ Vm.mT
-    return b, J
+        return {"V": Vm, "A": score_matrix(Qm, Km, beta=beta)}
+    if kind == "l2":
+        return {"V": Vm, "eye": eye, "G": 2 * beta * Km.mT @ Km, "KQ": 2 * beta * Km.mT @ Qm}
+    return {"V": Vm, "eye": eye, "B": beta * Qm.mT @ Km}  # sinkhorn
+
+
+def _affine(kind: str, m: dict[str, Tensor], mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+    """``(b, J)`` from the prepared matrices ``m`` (no checks: the callers have made them)."""
+    if kind == "multihead":
+        J = (m["C"] @ cov.unsqueeze(-3) @ m["A"]).sum(dim=-3)
+        b = (mean.unsqueeze(-2) @ m["C"].sum(dim=0).mT).squeeze(-2)
+        return b, J
+    V = m["V"]
+    if kind == "softmax":
+        return mean @ V.mT, V @ cov @ m["A"]
+    if kind == "l2":
+        M = m["eye"] + cov @ m["G"]  # (I + Sigma G); its inverse is applied, never formed
+        J = V @ torch.linalg.solve(M, cov @ m["KQ"])
+        b = torch.linalg.solve(M, mean.unsqueeze(-1)).squeeze(-1) @ V.mT
+        return b, J
+    P = sinkhorn_coupling(cov, m["B"])
+    return ((m["eye"] - P) @ mean.unsqueeze(-1)).squeeze(-1) @ V.mT, V @ P
 
 
 def mean_rhs(kind, mean, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
@@ -452,9 +458,11 @@ def solve_gaussian(
     batch = torch.broadcast_shapes(mean0.shape[:-1], cov0.shape[:-2])
     state = torch.cat([mean0.expand(*batch, d).unsqueeze(-2), cov0.expand(*batch, d, d)], dim=-2)  # (..., d+1, d)
 
+    mats = _prepare(kind, Q, K, V, beta, W, d, cov0)  # once, not at every stage
+
     def rhs(t: float, s: Tensor) -> Tensor:
         m, S = s[..., 0, :], s[..., 1:, :]
-        b, J = affine_velocity(kind, m, S, Q, K, V, beta=beta, W=W)
+        b, J = _affine(kind, mats, m, S)
         JS = J @ S
         dm = b + (J @ m.unsqueeze(-1)).squeeze(-1)
         return torch.cat([dm.unsqueeze(-2), JS + JS.mT], dim=-2)

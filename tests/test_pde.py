@@ -92,15 +92,6 @@ def test_two_dimensional_moments_converge_to_closure():
     assert errs[1] < 0.04
 
 
-def _quantile_particles(grid, rho, n):
-    """n particles at the (i - 1/2)/n quantiles of the grid density (piecewise constant)."""
-    h = grid.spacing[0]
-    cdf = torch.cat([torch.zeros(1, dtype=F64), torch.cumsum(rho * h, 0)])
-    edges = torch.linspace(grid.lower[0], grid.upper[0], grid.shape[0] + 1, dtype=F64)
-    levels = (torch.arange(n, dtype=F64) + 0.5) / n
-    return torch.from_numpy(np.interp(levels.numpy(), cdf.numpy(), edges.numpy()))
-
-
 def test_particles_and_pde_agree_in_one_dimension_under_refinement():
     # a bimodal (non-Gaussian) initial density; compare the laws at T by W1 between the particles'
     # empirical measure and the PDE's cell masses (the 1-D Wasserstein distance compares CDFs)
@@ -111,7 +102,7 @@ def test_particles_and_pde_agree_in_one_dimension_under_refinement():
         grid = fl.make_grid(-3.5, 3.5, n)
         rho0 = pde.density_on_grid(grid, pdf)
         sol = fl.solve_transformer_pde(field, rho0, grid, t1=1.0, n_save=1)
-        x0 = _quantile_particles(grid, rho0, n)[:, None]
+        x0 = pde.quantile_particles(grid, rho0, n)
         xT = fl.simulate(field, x0, t1=1.0, n_steps=100, method="rk4", save_every=100).final
         errs.append(fl.wasserstein_1d(xT[:, 0], sol.points()[:, 0], p=1, v_weights=sol.weights()).item())
     print(f"1-D W1(particles, PDE), n = 60, 120, 240: {errs}")
@@ -143,3 +134,15 @@ def test_pde_validation():
         fl.measure_velocity(fl.SoftmaxAttention(causal=True), torch.zeros(3, 1), torch.zeros(4, 1))
     with pytest.raises(ValueError, match="max_steps"):
         fl.solve_transformer_pde(fl.SoftmaxAttention(beta=1.0), torch.ones(10, dtype=F64), grid, t1=10.0, max_steps=2)
+
+
+def test_quantile_particles():
+    grid = fl.make_grid(0.0, 1.0, 10)
+    x = pde.quantile_particles(grid, torch.ones(10, dtype=F64), 4)
+    assert torch.allclose(x[:, 0], torch.tensor([0.125, 0.375, 0.625, 0.875], dtype=F64), atol=1e-14)
+    rho = torch.zeros(10, dtype=F64)
+    rho[7] = 5.0  # all mass in the cell [0.7, 0.8]
+    x = pde.quantile_particles(grid, rho, 2)
+    assert torch.allclose(x[:, 0], torch.tensor([0.725, 0.775], dtype=F64), atol=1e-14)
+    with pytest.raises(ValueError, match="1-D grid"):
+        pde.quantile_particles(fl.make_grid((0, 0), (1, 1), (4, 4)), torch.ones(4, 4), 3)
