@@ -7,7 +7,7 @@ layers is forward Euler with step ``T / L``. See the book *Flowing Through Layer
 
 from . import convergence, diagnostics, gaussian, init, measures, pde, stability, viz
 from .convergence import ConvergenceStudy, convergence_study, fit_order, global_error
-from .device import default_device, describe_device
+from .device import CallStats, default_device, describe_device, measure_call
 from .diagnostics import (
     cluster_count,
     clustered_fraction,
@@ -67,6 +67,8 @@ __all__ = [
     # device
     "default_device",
     "describe_device",
+    "measure_call",
+    "CallStats",
     # fields
     "VelocityField",
     "SoftmaxAttention",

@@ -429,7 +429,15 @@ def solve_gaussian(
     t1 : float
         Final time (> 0).
     n_steps : int
-        Number of fixed steps of ``method`` (``"euler"``, ``"heun"``, ``"rk4"``, ``"rk4_38"``).
+        Number of fixed steps of ``method``.
+    method : {"rk4", "euler", "heun", "rk4_38", "layers"}
+        An ODE stepper of :data:`flowlib.STEPPERS`, or ``"layers"``: the exact law after ``n_steps``
+        residual layers :math:`x \mapsto x + h\,(b + Jx)` with ``h = t1 / n_steps``, i.e.
+        :math:`\alpha \mapsto \alpha + h(b + J\alpha)` and :math:`\Sigma \mapsto (I + hJ)\Sigma(I + hJ)^\top`.
+        An affine map sends a Gaussian to a Gaussian, so this is what the token cloud of a depth-``n_steps``
+        transformer (:func:`flowlib.residual_stack`) follows in the mean-field limit, with no
+        time-discretisation error to compare against; it differs from ``"euler"`` by
+        :math:`h^2 J\Sigma J^\top` per step and always keeps :math:`\Sigma` positive semi-definite.
     save_every : int
         Save every ``save_every`` steps (the final state is always saved).
     blowup_trace : float
@@ -452,9 +460,8 @@ def solve_gaussian(
     t1 = check_real(t1, "t1", positive=True)
     n_steps = check_positive_int(n_steps, "n_steps")
     save_every = check_positive_int(save_every, "save_every")
-    if method not in STEPPERS:
-        raise ValueError(f"method must be one of {tuple(STEPPERS)}; got {method!r}")
-    step = STEPPERS[method].step
+    if method not in STEPPERS and method != "layers":
+        raise ValueError(f"method must be one of {tuple(STEPPERS) + ('layers',)}; got {method!r}")
     batch = torch.broadcast_shapes(mean0.shape[:-1], cov0.shape[:-2])
     state = torch.cat([mean0.expand(*batch, d).unsqueeze(-2), cov0.expand(*batch, d, d)], dim=-2)  # (..., d+1, d)
 
@@ -466,6 +473,15 @@ def solve_gaussian(
         JS = J @ S
         dm = b + (J @ m.unsqueeze(-1)).squeeze(-1)
         return torch.cat([dm.unsqueeze(-2), JS + JS.mT], dim=-2)
+
+    def layer(t: float, s: Tensor, h: float) -> Tensor:
+        m, S = s[..., 0, :], s[..., 1:, :]
+        b, J = _affine(kind, mats, m, S)
+        M = torch.eye(d, dtype=S.dtype, device=S.device) + h * J
+        m_new = m + h * (b + (J @ m.unsqueeze(-1)).squeeze(-1))
+        return torch.cat([m_new.unsqueeze(-2), M @ S @ M.mT], dim=-2)
+
+    step = (lambda f, t, s, h: layer(t, s, h)) if method == "layers" else STEPPERS[method].step
 
     def classify(s: Tensor) -> Tensor:
         """0: admissible; 1: blown up (trace too large or not finite); 2: lost positive semi-definiteness."""

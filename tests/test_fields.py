@@ -12,6 +12,12 @@ from hypothesis import strategies as st
 import flowlib as fl
 from flowlib.fields.reductions import DENSE_LIMIT_BYTES
 
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
 F64 = torch.float64
 
 
@@ -237,7 +243,7 @@ def test_chunked_matches_dense_large_n(gen, causal):
     assert float((dense - chunked).abs().max()) < 1e-12
 
 
-@pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "sphere", "usa", "multihead"])
+@pytest.mark.parametrize("name", ["softmax", "l2", "sinkhorn", "sigmoid", "sphere", "usa", "multihead"])
 @pytest.mark.parametrize("backend", ["chunked", "sdpa"])
 def test_fast_backends_match_dense_values_and_gradients(gen, name, backend, dtype):
     d = 3
@@ -245,6 +251,10 @@ def test_fast_backends_match_dense_values_and_gradients(gen, name, backend, dtyp
     base = fields[name]
     import dataclasses
 
+    if name == "sigmoid" and backend == "sdpa":
+        with pytest.raises(ValueError, match="no fused SDPA kernel"):
+            dataclasses.replace(base, backend="sdpa")
+        return
     dense = dataclasses.replace(base, backend="dense")
     fast = dataclasses.replace(base, backend=backend, chunk_size=13)
     x = torch.randn(50, d, generator=gen, dtype=F64)
@@ -303,14 +313,24 @@ def test_dtype_and_device_are_followed(name, device, dtype):
 
 def test_auto_backend_rule():
     limit_n = int(math.isqrt(DENSE_LIMIT_BYTES // 4))
-    assert fl.choose_backend(1000, 1000, dtype=torch.float32) == "dense"
-    assert fl.choose_backend(limit_n, limit_n, dtype=torch.float32) == "dense"
-    assert fl.choose_backend(limit_n + 1, limit_n + 1, dtype=torch.float32) == "sdpa"
+    # fused kernels whenever they apply, at any size
+    assert fl.choose_backend(10, 10, dtype=torch.float64) == "sdpa"
     assert fl.choose_backend(20000, 20000, dtype=torch.float64) == "sdpa"
-    assert fl.choose_backend(20000, 20000, dtype=torch.float64, device="cuda") == "chunked"
-    assert fl.choose_backend(20000, 20000, dtype=torch.float32, device="cuda") == "sdpa"
-    assert fl.choose_backend(20000, 20000, dtype=torch.float32, has_bias=True) == "chunked"
     assert fl.choose_backend(1000, 1000, batch=100, dtype=torch.float32) == "sdpa"
+    assert fl.choose_backend(20000, 20000, dtype=torch.float32, device="cuda") == "sdpa"
+    # otherwise dense while the logits fit in 64 MiB, chunked beyond
+    assert fl.choose_backend(1000, 1000, dtype=torch.float64, device="cuda") == "dense"
+    assert fl.choose_backend(20000, 20000, dtype=torch.float64, device="cuda") == "chunked"
+    assert fl.choose_backend(limit_n, limit_n, dtype=torch.float32, has_bias=True) == "dense"
+    assert fl.choose_backend(limit_n + 1, limit_n + 1, dtype=torch.float32, has_bias=True) == "chunked"
+    assert fl.choose_backend(100, 100, dtype=torch.float32, device="mps") == "dense"
+    assert fl.choose_backend(100, 100, dtype=torch.float16) == "dense"
+
+
+def _peak_extra_mib(fn) -> float | None:
+    """Peak resident memory (MiB) that ``fn()`` adds to this process (None off Linux)."""
+    stats = fl.measure_call(fn)
+    return None if stats.peak_bytes is None else stats.peak_bytes / 2**20
 
 
 def test_public_field_runs_memory_linear_at_large_n():
@@ -320,5 +340,60 @@ def test_public_field_runs_memory_linear_at_large_n():
     v = fl.SoftmaxAttention(beta=1.0)(x[:20_000])  # sdpa by the auto rule
     ref = fl.SoftmaxAttention(beta=1.0, backend="chunked")(x[:20_000])
     assert float((v - ref).abs().max()) < 1e-5 * float(ref.abs().max())  # float32 round-off
-    big = fl.SoftmaxAttention(beta=1.0)(x)
+    out = {}
+    extra = _peak_extra_mib(lambda: out.setdefault("v", fl.SoftmaxAttention(beta=1.0)(x)))
+    big = out["v"]
     assert big.shape == x.shape and torch.isfinite(big).all()
+    if extra is not None:
+        assert extra < 512, f"N=1e5 used {extra:.0f} MiB beyond its inputs; a dense pass would need 40 GB"
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "sinkhorn", "l2", "multihead"])
+def test_chunked_fields_stay_memory_linear(gen, name):
+    """Every field at n = 20000 (float32) stays memory-linear under auto (one dense n x n is 1.6 GB).
+
+    L2 attention's augmented queries have one more column than its values, and these multi-head values
+    are narrower than the queries: SDPA gets padded inputs, else it silently takes its O(n^2) math kernel.
+    """
+    x = torch.randn(20_000, 3, generator=gen)
+    field = {
+        "sigmoid": fl.SigmoidAttention(beta=1.0, bias=-1.0),
+        "sinkhorn": fl.SinkhornAttention(beta=1.0, n_iter=3),
+        "l2": fl.L2Attention(beta=0.5),
+        "multihead": fl.MultiHeadAttention(
+            Q=torch.randn(2, 4, 3, generator=gen), K=torch.randn(2, 4, 3, generator=gen),
+            V=torch.randn(2, 1, 3, generator=gen), W=torch.randn(2, 3, 1, generator=gen), beta=0.3,
+        ),
+    }[name]
+    out = {}
+    extra = _peak_extra_mib(lambda: out.setdefault("v", field(x)))
+    sub = x[:: 10]
+    ref = dataclasses_replace(field, backend="dense")(sub)
+    assert torch.allclose(field(sub), ref, atol=1e-5)
+    assert torch.isfinite(out["v"]).all()
+    if extra is not None:
+        assert extra < 400, f"{name} at n=20000 used {extra:.0f} MiB; the dense weights alone are 1526 MiB"
+
+
+def test_measure_call_reports_time_and_peak_memory():
+    stats = fl.measure_call(lambda: torch.ones(25_000_000))  # 100 MB of float32
+    assert stats.result.shape == (25_000_000,) and stats.seconds > 0
+    if stats.peak_bytes is not None:
+        assert 95e6 < stats.peak_bytes < 140e6, stats.peak_bytes
+        small = fl.measure_call(lambda: torch.ones(100).sum())
+        assert small.peak_bytes < 20e6
+
+
+def test_auto_backend_supports_forward_mode_autodiff(gen):
+    """Inside torch.func transforms ``auto`` avoids the fused kernels, which have no forward-mode rule."""
+    from torch.func import jvp
+
+    field = fl.SoftmaxAttention(beta=0.7)
+    x = torch.randn(300, 3, generator=gen, dtype=F64)
+    u = torch.randn(300, 3, generator=gen, dtype=F64)
+    _, auto = jvp(field.velocity, (x,), (u,))
+    _, dense = jvp(fl.SoftmaxAttention(beta=0.7, backend="dense").velocity, (x,), (u,))
+    assert torch.allclose(auto, dense, atol=1e-12)
+    eps = 1e-6  # and it is the derivative: central difference
+    fd = (field(x + eps * u) - field(x - eps * u)) / (2 * eps)
+    assert torch.allclose(auto, fd, atol=1e-7)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -104,9 +105,14 @@ def test_part_two_plots(tmp_path, monkeypatch):
     x0 = torch.linspace(-1, 1, 20, dtype=F64)[:, None]
     parts = fl.simulate(fl.SoftmaxAttention(V=-torch.eye(1, dtype=F64)), x0, t1=0.5, n_steps=10, save_every=5)
     f3 = viz.plot_density_1d(pde_sol, particles=parts)
+    f4 = viz.plot_gaussian_ellipses(torch.tensor([1.0, -1.0]), torch.tensor([[4.0, 0.0], [0.0, 1.0]]), n_sigma=(1, 2))
+    x1, y1 = f4.axes[0].get_lines()[0].get_data()
+    assert np.allclose((x1 - 1) ** 2 / 4 + (y1 + 1) ** 2, 1.0)  # the 1-sigma ellipse of diag(4, 1)
+    with pytest.raises(ValueError, match="shape"):
+        viz.plot_gaussian_ellipses(torch.zeros(3), torch.eye(3))
     fig, axes = viz.new_figure((6, 3), ncols=3)
     assert len(axes) == 3 and len(fig.axes) == 3
-    for f in (f1, f2, f3, fig):
+    for f in (f1, f2, f3, f4, fig):
         assert isinstance(f, matplotlib.figure.Figure) and f.get_facecolor()[3] == 1.0
     assert len(f3.axes[0].get_lines()) == 3  # one PDE curve per saved frame
     assert dict(matplotlib.rcParams) == before

@@ -10,7 +10,16 @@ from torch import Tensor
 
 from .._validation import check_real
 from .base import VelocityField
-from .reductions import Backend, _full_mask, attention_logits
+from .reductions import (
+    DENSE_LIMIT_BYTES,
+    Backend,
+    _batch_numel,
+    _chunk_rows,
+    _full_mask,
+    _mask_logits_,
+    _product,
+    _scratch,
+)
 
 __all__ = ["SigmoidAttention"]
 
@@ -39,8 +48,14 @@ class SigmoidAttention(VelocityField):
         Divide by the number of tokens ``n`` (mean-field scaling) or not.
     mask, causal
         As in :class:`SoftmaxAttention`; masked pairs have weight 0.
+    backend : {"auto", "dense", "chunked"}
+        ``"dense"`` forms the ``(..., n, n)`` weights at once; ``"chunked"`` loops over blocks of
+        queries, so memory is O(c n) for a block of c queries (sigmoid weights need no normalisation
+        across keys, so the blocks are independent and the result equals ``"dense"`` up to round-off).
+        ``"auto"`` is ``"dense"`` while the weights fit in :data:`~flowlib.fields.reductions.DENSE_LIMIT_BYTES`
+        and ``"chunked"`` beyond. There is no fused ``"sdpa"`` kernel for sigmoid weights.
     chunk_size : int, optional
-        Process this many queries at a time (memory O(chunk_size * n)); default: all at once.
+        Queries per block for ``"chunked"`` (default: from a 32 MiB budget).
     """
 
     Q: Tensor | None = None
@@ -59,28 +74,39 @@ class SigmoidAttention(VelocityField):
         check_real(self.bias, "bias")
         if self.normalization not in ("n", "none"):
             raise ValueError(f"normalization must be 'n' or 'none'; got {self.normalization!r}")
+        if self.backend == "sdpa":
+            raise ValueError(
+                "SigmoidAttention has no fused SDPA kernel; backend must be 'auto', 'dense' or 'chunked'; got 'sdpa'"
+            )
 
-    def _block_weights(self, q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
-        w = torch.sigmoid(attention_logits(q, k, beta=float(self.beta)) + float(self.bias))
-        if mask is not None:
-            w = w * mask
-        if self.normalization == "n":
-            w = w / k.shape[-2]
-        return w
+    def _block_weights(self, q: Tensor, k: Tensor, mask: Tensor | None, buf: Tensor | None = None) -> Tensor:
+        """Unnormalised weights ``sigmoid(beta <q_i, k_j> + bias)`` of one block (0 where masked)."""
+        # One (..., c, m) buffer per block, updated in place; masked pairs get logit -inf, so weight 0
+        # (and gradient 0). sigmoid_ saves its own output for autograd, so nothing may touch it after.
+        z = _product(q, k, buf).mul_(float(self.beta)).add_(float(self.bias))
+        return _mask_logits_(z, mask).sigmoid_()
+
+    def _scale(self, n_keys: int) -> float:
+        return 1.0 / n_keys if self.normalization == "n" else 1.0
 
     def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
         q, k, v = self._qkv(x)
         n = x.shape[-2]
         mask = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
-        c = n if self.chunk_size is None else max(1, int(self.chunk_size))
+        backend = self.backend
+        if backend == "auto":
+            itemsize = x.element_size()
+            backend = "dense" if _batch_numel(q.shape[:-2], k.shape[:-2]) * n * n * itemsize <= DENSE_LIMIT_BYTES else "chunked"
+        c = n if backend == "dense" else _chunk_rows(q, k, v, self.chunk_size)
+        buf = _scratch(q, k, c) if n > c else None
         outs = []
         for i0 in range(0, n, c):
             i1 = min(n, i0 + c)
             blk = None if mask is None else (mask if mask.shape[-2] == 1 else mask[..., i0:i1, :])
-            outs.append(self._block_weights(q[..., i0:i1, :], k, blk) @ v)
-        return torch.cat(outs, dim=-2)
+            outs.append(self._block_weights(q[..., i0:i1, :], k, blk, buf) @ v)
+        return torch.cat(outs, dim=-2) * self._scale(n)
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _ = self._qkv(x)
         n = x.shape[-2]
-        return self._block_weights(q, k, _full_mask(self._mask_for(x), self.causal, n, n, x.device))
+        return self._block_weights(q, k, _full_mask(self._mask_for(x), self.causal, n, n, x.device)) * self._scale(n)

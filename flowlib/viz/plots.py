@@ -264,3 +264,43 @@ def plot_density_1d(solution, *, particles=None, frames: Sequence[int] | None = 
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     return fig
+
+
+def plot_gaussian_ellipses(mean, cov, *, n_sigma: Sequence[float] = (1.0, 2.0), ax=None, color: str = "k", label=True):
+    r"""Draw the ellipses :math:`\{x : (x-\alpha)^\top\Sigma^{-1}(x-\alpha) = r^2\}` of a 2-D Gaussian.
+
+    Parameters
+    ----------
+    mean : Tensor, shape (2,)
+    cov : Tensor, shape (2, 2)
+        Symmetric positive semi-definite (a degenerate one gives a segment).
+    n_sigma : sequence of float
+        The radii ``r`` (default 1 and 2 standard deviations).
+    ax : matplotlib Axes, optional
+    color : str
+    label : bool
+        Label the curves ``"r sigma"`` for a legend.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``mean`` is not of shape (2,) or ``cov`` not of shape (2, 2).
+    """
+    m = _np(torch.as_tensor(mean)).astype(float)
+    S = _np(torch.as_tensor(cov)).astype(float)
+    if m.shape != (2,) or S.shape != (2, 2):
+        raise ValueError(f"expected mean of shape (2,) and cov of shape (2, 2); got {m.shape} and {S.shape}")
+    if ax is None:
+        fig, ax = new_figure((4.2, 4.0))
+    lam, U = np.linalg.eigh(0.5 * (S + S.T))
+    root = U * np.sqrt(np.clip(lam, 0.0, None))  # S = root root^T
+    th = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(th), np.sin(th)])
+    for r in n_sigma:
+        pts = m[:, None] + r * root @ circle
+        ax.plot(pts[0], pts[1], "-", color=color, lw=1.2 if r == n_sigma[0] else 0.8, label=f"{r:g} sigma" if label else None)
+    return ax.figure
