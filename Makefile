@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_MARKERS ?= not slow and not gpu
 
-.PHONY: book test test-all test-gpu lint clean install html-path strip
+.PHONY: assignments book-student book test test-all test-gpu test-colab lint clean install html-path strip browser-deps bench
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,19 +25,49 @@ book: $(STAMP)
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 	@$(PY) -c "import os, webbrowser; os.environ.get('CI') or webbrowser.open('file://$(CURDIR)/_build/html/index.html')" || true
 
-test: $(STAMP)
-	$(PY) -m ruff check flowlib tests
+test: $(STAMP) browser-deps
+	$(PY) -m ruff check flowlib tests benchmarks assignments
 	$(PY) -m pytest -m "$(PYTEST_MARKERS)"
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser-deps
 	$(PY) -m pytest -m "not gpu"
+
+# The Colab path: a fresh venv with only what a chapter's setup cell installs runs every chapter (slow).
+test-colab: $(STAMP)
+	$(PY) -m pytest -m colab
+
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; no browser download).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "browser tests need Debian's chromium: sudo apt-get install chromium (they skip without it)"; \
+	  fi; }
+
+# Student and autograder editions of the Otter-Grader assignments, into _build/assignments (not committed).
+assignments: $(STAMP)
+	$(PY) assignments/build.py --out _build/assignments
+
+# The book with every exercise solution hidden (sphinx-exercise's hide_solutions), into _build/student.
+book-student: $(STAMP)
+	mkdir -p _build
+	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['sphinx']['config']['hide_solutions'] = True; yaml.safe_dump(c, open('_build/_config_student.yml', 'w'))"
+	$(VENV)/bin/jupyter-book build . --config _build/_config_student.yml --path-output _build/student
+	@echo "Student edition: $(CURDIR)/_build/student/_build/html/index.html"
+
+# Benchmarks (minutes; run on an otherwise idle machine), then the book's results page.
+bench: $(STAMP)
+	$(PY) benchmarks/bench_attention.py
+	$(PY) benchmarks/bench_meanfield.py
+	$(PY) benchmarks/report.py
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -m gpu
 
 lint: $(STAMP)
-	$(PY) -m ruff check flowlib tests
-	$(PY) -m ruff format --check flowlib tests || true
+	$(PY) -m ruff check flowlib tests benchmarks assignments
+	$(PY) -m ruff format --check flowlib tests benchmarks assignments || true
 
 strip: $(STAMP)
 	$(PY) tests/strip_outputs.py chapters

@@ -7,9 +7,6 @@ this is also the test that the chapters run, and run fast enough (2 minutes each
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,39 +19,9 @@ MAX_CHAPTER_SECONDS = 120
 MAX_PAGE_BYTES = 3_000_000
 
 
-def _warm_kernel() -> float:
-    """Start one kernel and import what the chapters import, outside the timed chapter runs.
-
-    In a brand-new virtual environment the very first kernel has been seen to stall for minutes
-    once (and not on re-runs); the per-chapter budget below is about the chapters' own work.
-    """
-    import time
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import torch, matplotlib, flowlib")]
-    t0 = time.perf_counter()
-    NotebookClient(nb, timeout=900, kernel_name="python3").execute()
-    return time.perf_counter() - t0
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    warm = _warm_kernel()
-    jb = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or "jupyter-book"
-    proc = subprocess.run(
-        [jb, "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    log = proc.stdout + proc.stderr
-    (out / "build.log").write_text(f"kernel warm-up: {warm:.1f} s\n" + log)
-    assert proc.returncode == 0, log[-5000:]
-    return out / "_build" / "html", log
+def built(book_build):
+    return book_build
 
 
 def test_build_has_no_warnings(built):
