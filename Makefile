@@ -51,9 +51,8 @@ assignments: $(STAMP)
 
 # The book with every exercise solution hidden (sphinx-exercise's hide_solutions), into _build/student.
 book-student: $(STAMP)
-	mkdir -p _build
-	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['sphinx']['config']['hide_solutions'] = True; yaml.safe_dump(c, open('_build/_config_student.yml', 'w'))"
-	$(VENV)/bin/jupyter-book build . --config _build/_config_student.yml --path-output _build/student
+	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['sphinx']['config']['hide_solutions'] = True; yaml.safe_dump(c, open('_config_student.yml', 'w'))"
+	$(VENV)/bin/jupyter-book build . --config _config_student.yml --path-output _build/student; status=$$?; rm -f _config_student.yml; exit $$status
 	@echo "Student edition: $(CURDIR)/_build/student/_build/html/index.html"
 
 # Benchmarks (minutes; run on an otherwise idle machine), then the book's results page.

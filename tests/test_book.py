@@ -67,3 +67,41 @@ def test_intro_and_references(built):
     for key in ["Castin", "Geshkovski", "Sinkformers", "Fein-Ashley"]:
         assert key in bib
     assert (html_dir / "index.html").exists()
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_student_edition_hides_gated_and_plain_solutions(tmp_path, hide):
+    """``hide_solutions`` (``make book-student``) with both kinds of solution, on a one-page Sphinx project.
+
+    sphinx-exercise alone crashes on a gated solution when hiding, and would leave its body on the page;
+    ``_ext/site_fixes.py`` removes it. (The whole student book takes minutes to build; this takes seconds.)
+    """
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'sphinx_exercise', 'site_fixes']\n"
+        "myst_enable_extensions = ['colon_fence']\n"
+        f"hide_solutions = {hide}\n"
+    )
+    (src / "index.md").write_text(
+        "# Page\n\n:::{exercise}\n:label: ex1\nAdd.\n:::\n\n"
+        ":::{solution} ex1\nPLAIN_SOLUTION_TEXT\n:::\n\n"
+        ":::{exercise}\n:label: ex2\nCode it.\n:::\n\n"
+        "```{solution-start} ex2\n```\nGATED_SOLUTION_TEXT\n\n```python\nx = 42  # GATED_SOLUTION_CODE\n```\n\n"
+        "```{solution-end}\n```\n\nAFTER_TEXT\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (tmp_path / "out" / "index.html").read_text()
+    assert "AFTER_TEXT" in html and "Code it." in html
+    for secret in ("PLAIN_SOLUTION_TEXT", "GATED_SOLUTION_TEXT", "GATED_SOLUTION_CODE"):
+        assert (secret in html) != hide, secret

@@ -69,7 +69,12 @@ def test_every_chapter_runs_in_a_fresh_colab_like_environment(tmp_path):
     # What Colab already has: PyTorch and a Jupyter kernel (and a client to run notebooks with).
     subprocess.run([*pip, TORCH_SPEC], check=True, timeout=900)
     subprocess.run([*pip, "ipykernel", "nbclient", "nbformat"], check=True, timeout=900)
-    probe = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('flowlib'))"], text=True, capture_output=True)
+    probe = subprocess.run(
+        [str(py), "-c", "import importlib.util as u; print(u.find_spec('flowlib'))"],
+        text=True,
+        capture_output=True,
+        cwd=tmp_path,  # not the checkout, whose flowlib/ would be importable from the working directory
+    )
     assert probe.stdout.strip() == "None", "the fresh environment must not see flowlib yet"
 
     copies = []
@@ -90,5 +95,7 @@ def test_every_chapter_runs_in_a_fresh_colab_like_environment(tmp_path):
     times = json.loads(proc.stdout.split("TIMES", 1)[1])
     print({Path(k).stem: v for k, v in times.items()})
     assert len(times) == len(CHAPTERS)
-    show = subprocess.run([str(py), "-m", "pip", "show", "flowlib", "pot", "ipywidgets"], text=True, capture_output=True)
+    show = subprocess.run(
+        [str(py), "-m", "pip", "show", "flowlib", "pot", "ipywidgets"], text=True, capture_output=True, cwd=tmp_path
+    )
     assert show.stdout.count("Name:") == 3, show.stdout  # installed by the setup cell, not by us
