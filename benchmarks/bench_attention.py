@@ -260,6 +260,7 @@ def main() -> None:
         "attention",
         device,
         {"quick": args.quick, "headline": head, "grid": rows, "fields": others, "wall_seconds": time.perf_counter() - t0},
+        quick=args.quick,
     )
     print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")
 

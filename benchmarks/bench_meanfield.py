@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/bench_meanfield.py                 # N = 10^3 ... 10^5 on the CPU
     python benchmarks/bench_meanfield.py --device cuda   # up to 10^6
+    python benchmarks/bench_meanfield.py --quick         # a smoke test, saved apart
 """
 
 from __future__ import annotations
@@ -66,16 +67,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--max-n", type=int, default=None)
+    p.add_argument("--quick", action="store_true", help="N up to 3162, saved apart (results/quick/)")
     args = p.parse_args()
     env_threads()
     device = parse_device(args.device)
     default_max = 1_000_000 if device.type == "cuda" else 100_000
-    max_n = args.max_n or default_max
+    max_n = 3_162 if args.quick else (args.max_n or default_max)
     sizes = [n for n in (1_000, 3_162, 10_000, 31_623, 100_000, 316_228, 1_000_000) if n <= max_n]
     t0 = time.perf_counter()
     print(f"device: {fl.describe_device(device)}")
     rows = run(device, sizes)
-    path = save("meanfield", device, {"rows": rows, "wall_seconds": time.perf_counter() - t0})
+    path = save("meanfield", device, {"rows": rows, "wall_seconds": time.perf_counter() - t0}, quick=args.quick)
     print(f"wrote {path}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -20,11 +19,6 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
 
 import flowlib as fl  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -74,17 +68,13 @@ def header(device: torch.device) -> dict:
     }
 
 
-def save(kind: str, device: torch.device, payload: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{kind}-{device_slug(device)}.json"
-    path.write_text(json.dumps({**header(device), **payload}, indent=1, default=_json_default) + "\n")
+def save(kind: str, device: torch.device, payload: dict, *, quick: bool = False) -> Path:
+    """Write ``results/<kind>-<device>.json`` (a quick run goes to ``results/quick/``, which the report skips)."""
+    folder = RESULTS / "quick" if quick else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{kind}-{device_slug(device)}.json"
+    path.write_text(json.dumps({**header(device), **payload}, indent=1) + "\n")
     return path
-
-
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    raise TypeError(type(o).__name__)
 
 
 def parse_device(name: str | None) -> torch.device:
@@ -94,7 +84,7 @@ def parse_device(name: str | None) -> torch.device:
 
 
 def env_threads() -> None:
-    """Respect OMP_NUM_THREADS if the caller set it; otherwise keep PyTorch's default."""
+    """Use ``FLOWLIB_BENCH_THREADS`` threads if set; otherwise keep PyTorch's default."""
     n = os.environ.get("FLOWLIB_BENCH_THREADS")
     if n:
         torch.set_num_threads(int(n))

@@ -325,6 +325,8 @@ def test_auto_backend_rule():
     assert fl.choose_backend(limit_n + 1, limit_n + 1, dtype=torch.float32, has_bias=True) == "chunked"
     assert fl.choose_backend(100, 100, dtype=torch.float32, device="mps") == "dense"
     assert fl.choose_backend(100, 100, dtype=torch.float16) == "dense"
+    assert fl.choose_backend(100, 100, dtype=torch.float32, allow_fused=False) == "dense"
+    assert fl.choose_backend(limit_n + 1, limit_n + 1, dtype=torch.float32, allow_fused=False) == "chunked"
 
 
 def _peak_extra_mib(fn) -> float | None:

@@ -90,19 +90,21 @@ def choose_backend(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     has_bias: bool = False,
+    allow_fused: bool = True,
 ) -> str:
     """The rule behind ``backend="auto"``, deterministic and unit-tested.
 
     1. ``sdpa`` when PyTorch's fused kernels apply: on the CPU for float32/float64/bfloat16, on CUDA
        for float32/float16/bfloat16 (float64 on CUDA only has the O(n^2) math kernel), and only
-       without a full ``(n, m)`` bias (``has_bias``; :func:`softmax_average` also sets it inside
-       :mod:`torch.func` transforms, for which the fused kernels have no forward-mode rule). Measured on the CPU (``benchmarks/``), the fused kernel is
+       without a full ``(n, m)`` bias (``has_bias``) and when the caller allows it (``allow_fused``:
+       :func:`softmax_average` forbids it inside :mod:`torch.func` transforms, for which the fused
+       kernels have no forward-mode rule; sigmoid attention has no fused kernel). Measured on the CPU (``benchmarks/``), the fused kernel is
        as fast as ``dense`` for a few tokens and 2-5x faster from about a thousand, with O(n) memory;
     2. else ``dense`` when the logits of the whole batch fit in :data:`DENSE_LIMIT_BYTES` (64 MiB);
     3. else ``chunked``.
     """
     device = torch.device(device)
-    if not has_bias:
+    if allow_fused and not has_bias:
         if device.type == "cpu" and dtype in (torch.float32, torch.float64, torch.bfloat16):
             return "sdpa"
         if device.type == "cuda" and dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -355,8 +357,10 @@ def softmax_average(
     if backend == "auto":
         batch = _batch_numel(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         has_full_bias = bias is not None and bias.shape[-2] != 1
-        generic = has_full_bias or _transformed(q) or _transformed(k) or _transformed(v)
-        backend = choose_backend(n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=generic)
+        fused = not (_transformed(q) or _transformed(k) or _transformed(v))
+        backend = choose_backend(
+            n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=has_full_bias, allow_fused=fused
+        )
     if backend == "dense":
         return _dense_average(q, k, v, beta, _full_mask(mask, causal, n, m, q.device), bias)
     if backend == "chunked":

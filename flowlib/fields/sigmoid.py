@@ -11,7 +11,6 @@ from torch import Tensor
 from .._validation import check_real
 from .base import VelocityField
 from .reductions import (
-    DENSE_LIMIT_BYTES,
     Backend,
     _batch_numel,
     _chunk_rows,
@@ -19,6 +18,7 @@ from .reductions import (
     _mask_logits_,
     _product,
     _scratch,
+    choose_backend,
 )
 
 __all__ = ["SigmoidAttention"]
@@ -95,8 +95,8 @@ class SigmoidAttention(VelocityField):
         mask = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
         backend = self.backend
         if backend == "auto":
-            itemsize = x.element_size()
-            backend = "dense" if _batch_numel(q.shape[:-2], k.shape[:-2]) * n * n * itemsize <= DENSE_LIMIT_BYTES else "chunked"
+            batch = _batch_numel(q.shape[:-2], k.shape[:-2])
+            backend = choose_backend(n, n, batch=batch, dtype=x.dtype, device=x.device, allow_fused=False)
         c = n if backend == "dense" else _chunk_rows(q, k, v, self.chunk_size)
         buf = _scratch(q, k, c) if n > c else None
         outs = []
