@@ -474,14 +474,14 @@ def solve_gaussian(
         dm = b + (J @ m.unsqueeze(-1)).squeeze(-1)
         return torch.cat([dm.unsqueeze(-2), JS + JS.mT], dim=-2)
 
-    def layer(t: float, s: Tensor, h: float) -> Tensor:
+    def layer(f, t: float, s: Tensor, h: float) -> Tensor:  # a stepper's signature; f is not needed
         m, S = s[..., 0, :], s[..., 1:, :]
         b, J = _affine(kind, mats, m, S)
         M = torch.eye(d, dtype=S.dtype, device=S.device) + h * J
         m_new = m + h * (b + (J @ m.unsqueeze(-1)).squeeze(-1))
         return torch.cat([m_new.unsqueeze(-2), M @ S @ M.mT], dim=-2)
 
-    step = (lambda f, t, s, h: layer(t, s, h)) if method == "layers" else STEPPERS[method].step
+    step = layer if method == "layers" else STEPPERS[method].step
 
     def classify(s: Tensor) -> Tensor:
         """0: admissible; 1: blown up (trace too large or not finite); 2: lost positive semi-definiteness."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,12 +12,6 @@ from hypothesis import strategies as st
 
 import flowlib as fl
 from flowlib.fields.reductions import DENSE_LIMIT_BYTES
-
-
-def dataclasses_replace(obj, **changes):
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
 
 F64 = torch.float64
 
@@ -249,7 +244,6 @@ def test_fast_backends_match_dense_values_and_gradients(gen, name, backend, dtyp
     d = 3
     fields = _fields(d, 21)
     base = fields[name]
-    import dataclasses
 
     if name == "sigmoid" and backend == "sdpa":
         with pytest.raises(ValueError, match="no fused SDPA kernel"):
@@ -329,12 +323,6 @@ def test_auto_backend_rule():
     assert fl.choose_backend(limit_n + 1, limit_n + 1, dtype=torch.float32, allow_fused=False) == "chunked"
 
 
-def _peak_extra_mib(fn) -> float | None:
-    """Peak resident memory (MiB) that ``fn()`` adds to this process (None off Linux)."""
-    stats = fl.measure_call(fn)
-    return None if stats.peak_bytes is None else stats.peak_bytes / 2**20
-
-
 def test_public_field_runs_memory_linear_at_large_n():
     """N = 10^5 tokens through the public field on the CPU: no n^2 tensor (40 GB) is formed."""
     g = torch.Generator().manual_seed(0)
@@ -342,11 +330,10 @@ def test_public_field_runs_memory_linear_at_large_n():
     v = fl.SoftmaxAttention(beta=1.0)(x[:20_000])  # sdpa by the auto rule
     ref = fl.SoftmaxAttention(beta=1.0, backend="chunked")(x[:20_000])
     assert float((v - ref).abs().max()) < 1e-5 * float(ref.abs().max())  # float32 round-off
-    out = {}
-    extra = _peak_extra_mib(lambda: out.setdefault("v", fl.SoftmaxAttention(beta=1.0)(x)))
-    big = out["v"]
-    assert big.shape == x.shape and torch.isfinite(big).all()
-    if extra is not None:
+    run = fl.measure_call(lambda: fl.SoftmaxAttention(beta=1.0)(x))
+    assert run.result.shape == x.shape and torch.isfinite(run.result).all()
+    if run.peak_bytes is not None:  # Linux
+        extra = run.peak_bytes / 2**20
         assert extra < 512, f"N=1e5 used {extra:.0f} MiB beyond its inputs; a dense pass would need 40 GB"
 
 
@@ -367,13 +354,13 @@ def test_chunked_fields_stay_memory_linear(gen, name):
             V=torch.randn(2, 1, 3, generator=gen), W=torch.randn(2, 3, 1, generator=gen), beta=0.3,
         ),
     }[name]
-    out = {}
-    extra = _peak_extra_mib(lambda: out.setdefault("v", field(x)))
-    sub = x[:: 10]
-    ref = dataclasses_replace(field, backend="dense")(sub)
+    run = fl.measure_call(lambda: field(x))
+    sub = x[::10]
+    ref = dataclasses.replace(field, backend="dense")(sub)
     assert torch.allclose(field(sub), ref, atol=1e-5)
-    assert torch.isfinite(out["v"]).all()
-    if extra is not None:
+    assert torch.isfinite(run.result).all()
+    if run.peak_bytes is not None:  # Linux
+        extra = run.peak_bytes / 2**20
         assert extra < 400, f"{name} at n=20000 used {extra:.0f} MiB; the dense weights alone are 1526 MiB"
 
 

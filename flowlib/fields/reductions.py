@@ -143,15 +143,6 @@ def attention_logits(q: Tensor, k: Tensor, *, beta: float = 1.0, bias: Tensor | 
     return logits
 
 
-def _masked_shift(logits: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Return ``(logits - rowmax, rowmax)`` with masked entries at -inf and empty rows shifted by 0."""
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf"))
-    mx = logits.amax(dim=-1, keepdim=True).detach()
-    mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    return logits - mx, mx
-
-
 def _product(q: Tensor, k: Tensor, buf: Tensor | None) -> Tensor:
     """``q @ k^T``, written into the flat scratch buffer ``buf`` when one is given (no autograd then)."""
     if buf is None:
@@ -227,8 +218,7 @@ def dense_weights(
     """Dense attention matrix ``P`` of shape ``(..., n, m)`` (rows sum to 1, empty rows are 0)."""
     n, m = q.shape[-2], k.shape[-2]
     mask = _full_mask(mask, causal, n, m, q.device)
-    shifted, _ = _masked_shift(attention_logits(q, k, beta=beta, bias=bias), mask)
-    w = torch.exp(shifted)
+    w, _ = _shifted_exp(q, k, beta, mask, bias)
     denom = w.sum(dim=-1, keepdim=True)
     return w / torch.where(denom > 0, denom, torch.ones_like(denom))
 

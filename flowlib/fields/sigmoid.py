@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from .._validation import check_real
@@ -13,11 +12,10 @@ from .base import VelocityField
 from .reductions import (
     Backend,
     _batch_numel,
-    _chunk_rows,
+    _chunked,
     _full_mask,
     _mask_logits_,
     _product,
-    _scratch,
     choose_backend,
 )
 
@@ -92,19 +90,20 @@ class SigmoidAttention(VelocityField):
     def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
         q, k, v = self._qkv(x)
         n = x.shape[-2]
-        mask = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
+        mask = self._mask_for(x)
         backend = self.backend
         if backend == "auto":
             batch = _batch_numel(q.shape[:-2], k.shape[:-2])
             backend = choose_backend(n, n, batch=batch, dtype=x.dtype, device=x.device, allow_fused=False)
-        c = n if backend == "dense" else _chunk_rows(q, k, v, self.chunk_size)
-        buf = _scratch(q, k, c) if n > c else None
-        outs = []
-        for i0 in range(0, n, c):
-            i1 = min(n, i0 + c)
-            blk = None if mask is None else (mask if mask.shape[-2] == 1 else mask[..., i0:i1, :])
-            outs.append(self._block_weights(q[..., i0:i1, :], k, blk, buf) @ v)
-        return torch.cat(outs, dim=-2) * self._scale(n)
+
+        def block(q_blk, k, v, beta, blk_mask, bias, buf=None):  # the block signature of _chunked
+            return self._block_weights(q_blk, k, blk_mask, buf) @ v
+
+        if backend == "dense":
+            out = block(q, k, v, None, _full_mask(mask, self.causal, n, n, x.device), None)
+        else:  # the softmax path's query blocks, causal masks built per block, one reused scratch buffer
+            out = _chunked(block, q, k, v, None, mask, self.causal, None, self.chunk_size)
+        return out * self._scale(n)
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _ = self._qkv(x)
