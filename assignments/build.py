@@ -33,7 +33,8 @@ def build_one(master: Path, out: Path) -> tuple[str, float]:
     target = out / master.stem
     shutil.rmtree(target, ignore_errors=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([otter(), "assign", str(master), str(target)], capture_output=True, text=True)
+    # A timeout turns a hang (Otter's log receiver can spin at exit, see grade.py) into a clear error.
+    proc = subprocess.run([otter(), "assign", str(master), str(target)], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"otter assign failed for {master.name}:\n{(proc.stdout + proc.stderr)[-4000:]}")
     shutil.make_archive(str(out / f"{master.stem}-student"), "zip", target / "student")

@@ -26,19 +26,43 @@ def otter() -> str:
     return shutil.which("otter", path=str(Path(sys.executable).parent)) or "otter"
 
 
-def grade(autograder: Path, submission: Path) -> dict:
+def _wait(proc: subprocess.Popen, results: Path, timeout: float, grace: float = 20.0) -> None:
+    """Wait for ``otter run`` to exit, at most ``timeout`` seconds.
+
+    Otter 7.0's log receiver can spin forever when the kernel closes its socket in the middle of a
+    record at shutdown; the results are written by then and only the exit hangs (seen once in about
+    forty gradings). So once ``results.json`` exists the process gets ``grace`` seconds to exit and
+    is then killed.
+    """
+    start = time.perf_counter()
+    written = None
+    while proc.poll() is None:
+        now = time.perf_counter()
+        if written is None and results.exists():
+            written = now
+        if now - start > timeout or (written is not None and now - written > grace):
+            proc.kill()
+            proc.wait()
+            return
+        time.sleep(0.2)
+
+
+def grade(autograder: Path, submission: Path, *, timeout: float = 600.0) -> dict:
     """Grade one notebook; return ``{"submission", "score", "max_score", "seconds", <question>: score}``."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [otter(), "run", "--no-logo", "-a", str(autograder), "-o", tmp, str(submission)],
-            capture_output=True,
-            text=True,
-        )
-        seconds = time.perf_counter() - t0
         results = Path(tmp) / "results.json"
+        log_path = Path(tmp) / "otter.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [otter(), "run", "--no-logo", "-a", str(autograder), "-o", tmp, str(submission)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            _wait(proc, results, timeout)
+        seconds = time.perf_counter() - t0
         if not results.exists():
-            raise RuntimeError(f"grading stopped for {submission}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            raise RuntimeError(f"grading stopped for {submission}:\n{log_path.read_text()[-3000:]}")
         tests = json.loads(results.read_text())["tests"]
     row = {"submission": str(submission), "seconds": round(seconds, 1)}
     scored = [t for t in tests if t.get("max_score") is not None]
