@@ -39,7 +39,7 @@ from .fields import (
 )
 from .gaussian import GaussianSolution, affine_velocity, covariance_rhs, solve_gaussian
 from .init import gaussian_matrix, gaussian_tokens, random_orthonormal, uniform_sphere
-from .integrate import STEPPERS, Stepper, Trajectory, residual_stack, simulate
+from .integrate import STEPPERS, Stepper, TimeDependent, Trajectory, residual_stack, simulate
 from .measures import (
     bures_wasserstein,
     conditional_wasserstein,
@@ -89,6 +89,7 @@ __all__ = [
     "vaswani_beta",
     # integration
     "simulate",
+    "TimeDependent",
     "residual_stack",
     "Trajectory",
     "STEPPERS",

@@ -161,7 +161,9 @@ def test_save_every_keeps_initial_and_final():
 
 def test_t0_and_time_dependent_field():
     x0 = torch.zeros(1, 1, dtype=F64)
-    traj = fl.simulate(lambda x, t: torch.full_like(x, 2 * t), x0, t0=1.0, t1=2.0, n_steps=8, method="rk4")
+    traj = fl.simulate(
+        fl.TimeDependent(lambda x, t: torch.full_like(x, 2 * t)), x0, t0=1.0, t1=2.0, n_steps=8, method="rk4"
+    )
     assert float(traj.final) == pytest.approx(3.0, abs=1e-12)  # int_1^2 2t dt
 
 

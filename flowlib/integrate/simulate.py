@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from .._validation import check_finite, check_positive_int, check_real, check_to
 from ..fields.base import VelocityField
 from .steppers import RHS, STEPPERS, Stepper
 
-__all__ = ["Trajectory", "simulate", "residual_stack", "as_rhs"]
+__all__ = ["Trajectory", "TimeDependent", "simulate", "residual_stack", "as_rhs"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,27 +63,70 @@ class Trajectory:
         return Trajectory(self.t, self.x.detach().cpu(), self.method, self.n_steps)
 
 
-def as_rhs(field: Callable) -> RHS:
-    """Wrap ``field`` as ``f(t, x)``.
+class TimeDependent(torch.nn.Module):
+    r"""Declare a depth-dependent velocity field :math:`v = f(x, t)`.
 
-    A :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked
-    :meth:`velocity`; any other callable is called as ``field(x, t)`` if it accepts two positional
-    arguments and as ``field(x)`` otherwise.
+    :func:`simulate` calls every field and callable as ``field(x)``; it never inspects a signature.
+    A field that depends on depth (time) says so with the class attribute ``time_dependent = True``
+    and is then called as ``field(x, t)``. ``TimeDependent(fn)`` is that declaration for a plain
+    function or module ``fn(x, t)``; a module passed as ``fn`` is registered, so its parameters
+    appear in ``.parameters()`` and move with ``.to()``.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x, t) -> v`` with ``x`` of shape ``(..., n, d)``, ``t`` a Python float, and ``v`` of
+        the shape of ``x``.
+
+    Examples
+    --------
+    >>> import torch, flowlib
+    >>> field = flowlib.TimeDependent(lambda x, t: t * torch.ones_like(x))   # v = t
+    >>> traj = flowlib.simulate(field, torch.zeros(1, 1, dtype=torch.float64), t1=1.0, n_steps=4, method="heun")
+    >>> round(traj.final.item(), 12)   # x(1) = 1/2, exact for Heun on a linear-in-t field
+    0.5
+    """
+
+    time_dependent = True
+
+    def __init__(self, fn: Callable[[Tensor, float], Tensor]) -> None:
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"TimeDependent needs a callable fn(x, t) -> v; got {type(fn).__name__}")
+        self.fn = fn
+
+    def forward(self, x: Tensor, t: float) -> Tensor:
+        return self.fn(x, t)
+
+
+def as_rhs(field: Callable) -> RHS:
+    """Wrap ``field`` as ``f(t, x)`` for the steppers.
+
+    Every field is called as ``field(x)``, except one that declares ``time_dependent = True`` (for
+    example :class:`TimeDependent`), which is called as ``field(x, t)``. A
+    :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked :meth:`velocity`.
+    Nothing is guessed from a signature.
     """
     if isinstance(field, VelocityField):
         return lambda t, x: field.velocity(x, t)
     if not callable(field):
         raise TypeError(f"field must be callable, field(x) -> v; got {type(field).__name__}")
-    try:
-        params = [
-            p
-            for p in inspect.signature(field).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-        two = len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
-    except (TypeError, ValueError):  # builtins without a signature
-        two = False
-    return (lambda t, x: field(x, t)) if two else (lambda t, x: field(x))
+    if getattr(field, "time_dependent", False):
+        return lambda t, x: field(x, t)
+
+    def rhs(t: float, x: Tensor) -> Tensor:
+        try:
+            return field(x)
+        except TypeError as err:
+            if "positional argument" in str(err) and "missing" in str(err):
+                raise TypeError(
+                    f"simulate calls a field as field(x); {err}. A field that depends on depth (time) must "
+                    "declare it: wrap it as flowlib.TimeDependent(lambda x, t: ...) or give its class "
+                    "the attribute time_dependent = True."
+                ) from err
+            raise
+
+    return rhs
 
 
 def simulate(
@@ -104,7 +146,9 @@ def simulate(
     Parameters
     ----------
     field : VelocityField or callable
-        ``field(x) -> v`` (or ``field(x, t) -> v``), shapes ``(..., n, d) -> (..., n, d)``.
+        ``field(x) -> v``, shapes ``(..., n, d) -> (..., n, d)``. A field that depends on depth is
+        declared with :class:`TimeDependent` (or ``time_dependent = True`` on its class) and is
+        then called as ``field(x, t)``; signatures are never inspected.
     x0 : Tensor, shape (..., n, d)
         Initial tokens; leading dims are independent systems. dtype and device are followed.
     t1 : float
