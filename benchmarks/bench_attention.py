@@ -194,7 +194,9 @@ def other_fields(device, sizes, log) -> list[dict]:
         "SoftmaxAttention": fl.SoftmaxAttention(beta=0.5),
         "L2Attention": fl.L2Attention(beta=0.5),
         "MultiHeadAttention (2 heads)": fl.MultiHeadAttention(
-            Q=torch.randn(H, 2, d, generator=g), K=torch.randn(H, 2, d, generator=g), V=torch.randn(H, 2, d, generator=g)
+            Q=torch.randn(H, 2, d, generator=g),
+            K=torch.randn(H, 2, d, generator=g),
+            V=torch.randn(H, 2, d, generator=g),
         ),
         "SinkhornAttention (5 half-steps)": fl.SinkhornAttention(beta=0.5, n_iter=5),
         "SigmoidAttention": fl.SigmoidAttention(beta=0.5, bias=-1.0),
@@ -214,14 +216,7 @@ def other_fields(device, sizes, log) -> list[dict]:
 
 
 def _to(field, device):
-    import dataclasses
-
-    changes = {
-        f.name: getattr(field, f.name).to(device)
-        for f in dataclasses.fields(field)
-        if isinstance(getattr(field, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(field, **changes) if changes else field
+    return field.to(device)  # fields are torch modules: their matrices and masks move once
 
 
 def main() -> None:
@@ -259,7 +254,13 @@ def main() -> None:
     path = save(
         "attention",
         device,
-        {"quick": args.quick, "headline": head, "grid": rows, "fields": others, "wall_seconds": time.perf_counter() - t0},
+        {
+            "quick": args.quick,
+            "headline": head,
+            "grid": rows,
+            "fields": others,
+            "wall_seconds": time.perf_counter() - t0,
+        },
         quick=args.quick,
     )
     print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")

@@ -43,6 +43,7 @@ def run(device: torch.device, sizes: list[int], log=print) -> list[dict]:
     for N in sizes:
         g = torch.Generator().manual_seed(N)
         x0 = fl.gaussian_tokens(N, mean0, cov0, generator=g).to(device)
+
         def forward(x0=x0):
             return fl.residual_stack(field_dev, x0, n_layers=LAYERS).final
 
@@ -52,7 +53,11 @@ def run(device: torch.device, sizes: list[int], log=print) -> list[dict]:
         xT = call.result
         stats = {"seconds": call.seconds, "peak_mib": None if call.peak_bytes is None else call.peak_bytes / 2**20}
         sw = fl.sliced_wasserstein_to_gaussian(
-            xT.double().cpu(), closure.final_mean, closure.final_cov, n_projections=256, generator=torch.Generator().manual_seed(0)
+            xT.double().cpu(),
+            closure.final_mean,
+            closure.final_cov,
+            n_projections=256,
+            generator=torch.Generator().manual_seed(0),
         )
         row = {"N": N, "layers": LAYERS, **stats, "sw_to_closure": float(sw)}
         rows.append(row)

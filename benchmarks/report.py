@@ -54,8 +54,7 @@ def attention_section(res: dict) -> str:
     out = [f"## Softmax velocity: {res['device']}", ""]
     out.append(
         f"Measured {res['date']} with torch {res['torch']}, Python {res['python']}, {res['threads']} threads; "
-        f"{res['wall_seconds'] / 60:.0f} minutes in all."
-        + (" **Quick run (small grid).**" if res.get("quick") else "")
+        f"{res['wall_seconds'] / 60:.0f} minutes in all." + (" **Quick run (small grid).**" if res.get("quick") else "")
     )
     h = res["headline"]
     sec = h["seconds"]
@@ -100,9 +99,7 @@ def attention_section(res: dict) -> str:
         )
         out.append("")
     if res.get("fields"):
-        rows = [
-            [r["field"], f"{r['N']:,}", fmt_time(r["seconds"]), fmt_mem(r["peak_mib"])] for r in res["fields"]
-        ]
+        rows = [[r["field"], f"{r['N']:,}", fmt_time(r["seconds"]), fmt_mem(r["peak_mib"])] for r in res["fields"]]
         out += [
             "### Every field, backend `auto` (float32, d = 4)",
             "",
@@ -114,7 +111,8 @@ def attention_section(res: dict) -> str:
 
 def meanfield_section(res: dict) -> str:
     rows = [
-        [f"{r['N']:,}", fmt_time(r["seconds"]), fmt_mem(r["peak_mib"]), f"{r['sw_to_closure']:.4f}"] for r in res["rows"]
+        [f"{r['N']:,}", fmt_time(r["seconds"]), fmt_mem(r["peak_mib"]), f"{r['sw_to_closure']:.4f}"]
+        for r in res["rows"]
     ]
     return "\n".join(
         [
@@ -122,7 +120,7 @@ def meanfield_section(res: dict) -> str:
             "",
             f"Measured {res['date']}. One unit of time (10 residual softmax layers, h = 1/10) for N Gaussian tokens "
             "in R²; the last column is the sliced Wasserstein distance to the Gaussian law the same 10 layers "
-            "give in the mean-field limit (`solve_gaussian(..., method=\"layers\")`).",
+            'give in the mean-field limit (`solve_gaussian(..., method="layers")`).',
             "",
             table(["N", "wall time", "peak", "SW₂ to closure"], rows),
             "",

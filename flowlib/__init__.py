@@ -20,6 +20,7 @@ from .diagnostics import (
 )
 from .fields import (
     BACKENDS,
+    AttentionField,
     L2Attention,
     MultiHeadAttention,
     SigmoidAttention,
@@ -27,7 +28,6 @@ from .fields import (
     SoftmaxAttention,
     SphereAttention,
     VelocityField,
-    alibi_bias,
     causal_mask,
     choose_backend,
     layer_norm_projection,
@@ -71,6 +71,7 @@ __all__ = [
     "CallStats",
     # fields
     "VelocityField",
+    "AttentionField",
     "SoftmaxAttention",
     "MultiHeadAttention",
     "L2Attention",
@@ -81,7 +82,6 @@ __all__ = [
     "unit_normalize",
     "layer_norm_projection",
     "causal_mask",
-    "alibi_bias",
     "softmax_average",
     "logsumexp_rows",
     "choose_backend",

@@ -58,6 +58,8 @@ def fit_order(n_steps: Sequence[int], errors: Sequence[float], *, floor: float =
     e = np.asarray([float(v) for v in errors], dtype=float)
     if n.shape != e.shape:
         raise ValueError(f"n_steps and errors must have the same length; got {n.shape} and {e.shape}")
+    if not bool((n > 0).all()):
+        raise ValueError(f"every step count must be positive; got {n.tolist()}")
     keep = e > floor
     if keep.sum() < 2:
         raise ValueError(f"need at least two errors above floor={floor:g}; got {e.tolist()}")
@@ -111,8 +113,19 @@ def convergence_study(
     -------
     ConvergenceStudy
         For batched ``x0`` the worst system is reported.
+
+    Raises
+    ------
+    ValueError
+        If ``layers`` has fewer than two entries or an entry that is not an int >= 1, or
+        ``reference_steps`` is not a multiple of every entry.
     """
-    layers = tuple(int(v) for v in layers)
+    layers = tuple(layers)
+    if len(layers) < 2:
+        raise ValueError(f"layers needs at least two layer counts to fit an order; got {layers}")
+    for v in layers:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"every entry of layers must be an int >= 1 (a number of layers); got {layers}")
     lcm = math.lcm(*layers)
     if reference_steps is None:
         reference_steps = lcm * max(1, math.ceil(2048 / lcm))

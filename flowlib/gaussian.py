@@ -63,7 +63,6 @@ __all__ = [
     "limit_covariance",
     "sinkhorn_coupling",
     "symmetric_sqrt",
-    "numerical_rank",
     "trace_normalized_coordinates",
 ]
 
@@ -71,16 +70,15 @@ GaussianKind = Literal["softmax", "multihead", "l2", "sinkhorn"]
 KINDS: tuple[str, ...] = ("softmax", "multihead", "l2", "sinkhorn")
 
 
+#: Steps between two checks (host synchronisations) of whether any system is still alive in solve_gaussian.
+_ALIVE_CHECK = 16
+
+
 # ----------------------------------------------------------------------------- helpers
 def symmetric_sqrt(S: Tensor) -> Tensor:
     """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` (eigenvalues clamped at 0)."""
     w, U = torch.linalg.eigh(0.5 * (S + S.mT))
     return (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
-
-
-def numerical_rank(S: Tensor, *, threshold: float = 0.1) -> Tensor:
-    """Number of eigenvalues of the symmetric matrices ``S`` above ``threshold`` (shape ``(...)``)."""
-    return (torch.linalg.eigvalsh(0.5 * (S + S.mT)) > threshold).sum(dim=-1)
 
 
 def trace_normalized_coordinates(S: Tensor) -> Tensor:
@@ -132,29 +130,14 @@ def _check_kind(kind: str) -> str:
 
 
 def _from_field(field) -> tuple[str, dict]:
-    """Translate a flowlib field into ``(kind, parameters)``."""
-    from .fields import L2Attention, MultiHeadAttention, SigmoidAttention, SinkhornAttention, SoftmaxAttention
-
-    if getattr(field, "causal", False) or getattr(field, "mask", None) is not None:
-        raise ValueError("masked or causal attention has no Gaussian closure on R^d (the measure carries positions)")
-    if isinstance(field, SigmoidAttention):
-        _check_kind("sigmoid")
-    table = {
-        SoftmaxAttention: "softmax",
-        L2Attention: "l2",
-        SinkhornAttention: "sinkhorn",
-        MultiHeadAttention: "multihead",
-    }
-    for cls, kind in table.items():
-        if type(field) is cls:
-            params = {"Q": field.Q, "K": field.K, "V": field.V, "beta": field.beta}
-            if kind == "multihead":
-                params["W"] = field.W
-            return kind, params
-    raise TypeError(
-        f"no Gaussian closure for {type(field).__name__}; expected one of SoftmaxAttention, MultiHeadAttention, "
-        "L2Attention, SinkhornAttention, or a kind string"
-    )
+    """Translate a flowlib field into ``(kind, parameters)`` through its own :meth:`gaussian_closure`."""
+    closure = getattr(field, "gaussian_closure", None)
+    if closure is None:
+        raise TypeError(
+            f"kind must be one of {KINDS} or a flowlib field with a Gaussian closure; got {type(field).__name__}"
+        )
+    kind, params = closure()
+    return _check_kind(kind), params
 
 
 def _resolve(kind, Q, K, V, beta, W):
@@ -498,25 +481,34 @@ def solve_gaussian(
     h = t1 / n_steps
     if bool((classify(state) != 0).any()):
         raise ValueError("cov0 must be symmetric positive semi-definite with trace below blowup_trace")
-    reason = torch.zeros(batch, dtype=torch.int64)
-    alive = reason == 0
-    stop = torch.full(batch, t1, dtype=torch.float64)
-    times, saved = [0.0], [state]
+    # Bookkeeping stays on the device: no host synchronisation per step, only one every
+    # _ALIVE_CHECK steps to stop early once every system has blown up or lost definiteness.
+    dev = state.device
+    reason = torch.zeros(batch, dtype=torch.int64, device=dev)
+    alive = torch.ones(batch, dtype=torch.bool, device=dev)
+    stop = torch.full(batch, t1, dtype=state.dtype, device=dev)
+    times, saved, steps = [0.0], [state], [0]
     for i in range(n_steps):
         t = i * h
         new = step(rhs, t, state, h)
-        code = classify(new).cpu()
+        code = classify(new)
         newly_dead = alive & (code != 0)
-        if bool(newly_dead.any()):
-            stop[newly_dead] = t
-            reason[newly_dead] = code[newly_dead]
+        stop = stop.masked_fill(newly_dead, t)
+        reason = torch.where(newly_dead, code, reason)
         alive = alive & (code == 0)
-        state = torch.where(alive.to(state.device)[..., None, None], new, state)
+        state = torch.where(alive[..., None, None], new, state)
         if (i + 1) % save_every == 0 or i + 1 == n_steps:
             times.append((i + 1) * h if i + 1 < n_steps else t1)
             saved.append(state)
-        if not bool(alive.any()):
+            steps.append(i + 1)
+        if (i + 1) % _ALIVE_CHECK == 0 and not bool(alive.any()):
             break
+    alive, reason, stop = alive.cpu(), reason.cpu(), stop.to("cpu", torch.float64)
+    if not bool(alive.any()):
+        # Keep the frames up to the step at which the last system stopped (as a per-step check would).
+        last = round(float(stop.max()) / h) + 1
+        keep = sum(1 for k in steps if k <= last)
+        times, saved = times[:keep], saved[:keep]
     X = torch.stack(saved)
     status = "ok" if bool(alive.all()) else ("blowup" if bool((reason == 1).any()) else "unstable")
     return GaussianSolution(

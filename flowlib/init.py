@@ -1,4 +1,10 @@
-"""Initial token configurations and random parameters. Every function takes ``generator=``."""
+"""Initial token configurations and random parameters. Every function takes ``generator=``.
+
+A generator may live on any device: the numbers are drawn on the generator's device and then moved
+to the requested ``device``, so ``generator=torch.Generator().manual_seed(0), device="cuda"`` gives the
+same numbers on every machine. The default dtype is float64, except on Apple MPS (which has no
+float64), where it is float32.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,21 @@ from ._validation import check_matrix, check_positive_int
 __all__ = ["uniform_sphere", "gaussian_tokens", "random_orthonormal", "gaussian_matrix"]
 
 
+def _randn(shape: Sequence[int], generator: torch.Generator | None, device, dtype) -> Tensor:
+    """Standard normals of ``shape``: drawn where ``generator`` lives, returned on ``device`` with ``dtype``.
+
+    ``dtype=None`` means float64, or float32 on MPS (no float64 there).
+    """
+    device = torch.device(device) if device is not None else None
+    if dtype is None:
+        dtype = torch.float32 if device is not None and device.type == "mps" else torch.float64
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    draw_dtype = torch.float32 if generator.device.type == "mps" and dtype == torch.float64 else dtype
+    z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=draw_dtype)
+    return z.to(device=device if device is not None else generator.device, dtype=dtype)
+
+
 def uniform_sphere(
     n: int,
     d: int,
@@ -25,7 +46,7 @@ def uniform_sphere(
     """``n`` i.i.d. uniform points on the unit sphere of R^d, shape ``(*batch_shape, n, d)``."""
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
-    z = torch.randn((*batch_shape, n, d), generator=generator, device=device, dtype=dtype or torch.float64)
+    z = _randn((*batch_shape, n, d), generator, device, dtype)
     return z / torch.linalg.vector_norm(z, dim=-1, keepdim=True)
 
 
@@ -37,16 +58,36 @@ def gaussian_tokens(
     batch_shape: Sequence[int] = (),
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """``n`` i.i.d. samples of N(mean, cov), shape ``(*batch_shape, n, d)``, in ``mean``'s dtype/device."""
+    """``n`` i.i.d. samples of N(mean, cov), shape ``(*batch_shape, n, d)``, in ``mean``'s dtype/device.
+
+    ``cov`` may be singular (rank-deficient): samples are ``mean + z S`` with ``S`` the symmetric
+    square root of ``cov`` (from an eigendecomposition, not Cholesky), so they lie in
+    ``mean + range(cov)``.
+
+    Raises
+    ------
+    ValueError
+        If ``mean`` is not ``(d,)``, ``cov`` not ``(d, d)``, or ``cov`` is not symmetric positive
+        semi-definite (to round-off).
+    """
     n = check_positive_int(n, "n")
     mean = torch.as_tensor(mean)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (d,); got {tuple(mean.shape)}")
+    if not mean.is_floating_point():
+        mean = mean.to(torch.get_default_dtype())
     d = mean.shape[0]
     cov = check_matrix(cov, "cov", rows=d, cols=d, like=mean)
-    L = torch.linalg.cholesky(cov)
-    z = torch.randn((*batch_shape, n, d), generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean + z @ L.mT
+    scale = float(cov.abs().max()) if cov.numel() else 0.0
+    tol = 100 * torch.finfo(cov.dtype).eps * max(scale, 1.0)
+    if float((cov - cov.mT).abs().max()) > tol:
+        raise ValueError("cov must be symmetric")
+    w, U = torch.linalg.eigh(0.5 * (cov + cov.mT))
+    if float(w.min()) < -tol * d:
+        raise ValueError(f"cov must be positive semi-definite; its smallest eigenvalue is {float(w.min()):.3g}")
+    root = (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
+    z = _randn((*batch_shape, n, d), generator, mean.device, mean.dtype)
+    return mean + z @ root
 
 
 def random_orthonormal(
@@ -62,7 +103,7 @@ def random_orthonormal(
     d = check_positive_int(d, "d")
     if n > d:
         raise ValueError(f"need n <= d for orthonormal tokens; got n={n}, d={d}")
-    z = torch.randn((d, d), generator=generator, device=device, dtype=dtype or torch.float64)
+    z = _randn((d, d), generator, device, dtype)
     q, r = torch.linalg.qr(z)
     q = q * torch.sign(torch.diagonal(r))
     return q[:n]
@@ -81,4 +122,4 @@ def gaussian_matrix(
     rows = check_positive_int(rows, "rows")
     cols = check_positive_int(cols, "cols")
     s = 1.0 / math.sqrt(cols) if scale is None else float(scale)
-    return s * torch.randn((rows, cols), generator=generator, device=device, dtype=dtype or torch.float64)
+    return s * _randn((rows, cols), generator, device, dtype)

@@ -36,7 +36,6 @@ from torch import Tensor
 
 from ._validation import check_positive_int, check_real
 from .fields.base import VelocityField
-from .fields.reductions import softmax_average
 
 __all__ = [
     "Grid",
@@ -60,12 +59,15 @@ class Grid:
     shape : tuple of int
         Number of cells along each axis.
     dtype : torch.dtype
+    device : torch.device
+        Where :meth:`axes` and :meth:`centers` are built (the solver follows its density's device).
     """
 
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
 
     @property
     def dim(self) -> int:
@@ -82,7 +84,7 @@ class Grid:
     def axes(self) -> list[Tensor]:
         """Cell-centre coordinates along each axis."""
         return [
-            torch.linspace(lo + h / 2, u - h / 2, n, dtype=self.dtype)
+            torch.linspace(lo + h / 2, u - h / 2, n, dtype=self.dtype, device=self.device)
             for lo, u, n, h in zip(self.lower, self.upper, self.shape, self.spacing)
         ]
 
@@ -97,8 +99,9 @@ def make_grid(
     shape: int | Sequence[int],
     *,
     dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> Grid:
-    """A :class:`Grid`; scalars give a 1-D grid.
+    """A :class:`Grid`; scalars give a 1-D grid, on ``device`` (default: the CPU).
 
     Raises
     ------
@@ -117,15 +120,15 @@ def make_grid(
         check_positive_int(n, "shape")
         if n < 3:
             raise ValueError(f"each axis needs at least 3 cells; got shape {shape}")
-    return Grid(tuple(map(float, lower)), tuple(map(float, upper)), shape, dtype)
+    return Grid(tuple(map(float, lower)), tuple(map(float, upper)), shape, dtype, torch.device(device or "cpu"))
 
 
 def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
     r"""Velocity :math:`\Gamma_\mu` of the weighted measure :math:`\mu = \sum_j w_j \delta_{y_j}` at query points.
 
     Self-attention evaluates :math:`\Gamma_\mu` at the tokens of :math:`\mu` itself; the PDE needs it
-    anywhere. Supported fields: :class:`flowlib.SoftmaxAttention`, :class:`flowlib.L2Attention` and
-    :class:`flowlib.MultiHeadAttention`, without masks.
+    anywhere. This calls the field's own :meth:`~flowlib.VelocityField.mean_field_velocity`
+    (softmax, L2, multi-head, sigmoid and sphere attention have one; Sinkhorn attention does not).
 
     Parameters
     ----------
@@ -142,51 +145,13 @@ def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weig
     Raises
     ------
     TypeError
-        For a field without a mean-field velocity here (Sinkhorn, sigmoid, sphere).
+        For a field without a mean-field velocity (Sinkhorn), or an object that is not a field.
     ValueError
         For masked or causal fields, or mismatched shapes.
     """
-    from .fields import L2Attention, MultiHeadAttention, SoftmaxAttention
-    from .fields.l2 import _augment
-
-    if getattr(field, "causal", False) or getattr(field, "mask", None) is not None:
-        raise ValueError("measure_velocity does not support masked or causal fields (positions are not modelled)")
-    if queries.ndim != 2 or points.ndim != 2 or queries.shape[-1] != points.shape[-1]:
-        raise ValueError(
-            f"queries and points must have shapes (n, d) and (m, d); got {tuple(queries.shape)}, {tuple(points.shape)}"
-        )
-    bias = None
-    if weights is not None:
-        if weights.shape != points.shape[:1]:
-            raise ValueError(f"weights must have shape ({points.shape[0]},); got {tuple(weights.shape)}")
-        keep = weights > 0
-        points, weights = points[keep], weights[keep]
-        bias = torch.log(weights).unsqueeze(0)  # (1, m): row bias
-    if type(field) in (SoftmaxAttention, L2Attention):
-        # the field's own shape-checked projections, applied to queries and to points
-        q, _, _ = field._qkv(queries)
-        _, k, v = field._qkv(points)
-        beta = float(field.beta)
-        if isinstance(field, L2Attention):
-            q, k = _augment(q, k)
-            beta = 2.0 * beta
-        return softmax_average(q, k, v, beta=beta, bias=bias, backend=field.backend, chunk_size=field.chunk_size)
-    if type(field) is MultiHeadAttention:
-        qh, _, _, _ = field._heads(queries)
-        _, kh, vh, _ = field._heads(points)
-        heads = softmax_average(
-            qh,
-            kh,
-            vh,
-            beta=1.0,
-            bias=None if bias is None else bias.unsqueeze(0),
-            backend=field.backend,
-            chunk_size=field.chunk_size,
-        )
-        return field._combine(heads, queries)
-    raise TypeError(
-        f"measure_velocity supports SoftmaxAttention, L2Attention and MultiHeadAttention; got {type(field).__name__}"
-    )
+    if not isinstance(field, VelocityField):
+        raise TypeError(f"field must be a flowlib VelocityField; got {type(field).__name__}")
+    return field.mean_field_velocity(queries, points, weights)
 
 
 def density_on_grid(grid: Grid, pdf) -> Tensor:
@@ -215,12 +180,13 @@ def quantile_particles(grid: Grid, density: Tensor, n: int) -> Tensor:
     if grid.dim != 1:
         raise ValueError(f"quantile_particles needs a 1-D grid; got dimension {grid.dim}")
     n = check_positive_int(n, "n")
-    density = torch.as_tensor(density).to(grid.dtype)
+    density = torch.as_tensor(density, device=grid.device).to(grid.dtype)
     if tuple(density.shape) != grid.shape:
         raise ValueError(f"density must have the grid's shape {grid.shape}; got {tuple(density.shape)}")
-    edges = torch.linspace(grid.lower[0], grid.upper[0], grid.shape[0] + 1, dtype=grid.dtype)
-    cdf = torch.cat([torch.zeros(1, dtype=grid.dtype), torch.cumsum(density * grid.spacing[0], 0)])
-    levels = (torch.arange(n, dtype=grid.dtype) + 0.5) / n * cdf[-1]
+    dev = density.device
+    edges = torch.linspace(grid.lower[0], grid.upper[0], grid.shape[0] + 1, dtype=grid.dtype, device=dev)
+    cdf = torch.cat([torch.zeros(1, dtype=grid.dtype, device=dev), torch.cumsum(density * grid.spacing[0], 0)])
+    levels = (torch.arange(n, dtype=grid.dtype, device=dev) + 0.5) / n * cdf[-1]
     idx = torch.searchsorted(cdf, levels).clamp(1, len(cdf) - 1)
     lam = (levels - cdf[idx - 1]) / (cdf[idx] - cdf[idx - 1])
     return (edges[idx - 1] + lam * (edges[idx] - edges[idx - 1])).unsqueeze(-1)
@@ -344,7 +310,7 @@ def solve_transformer_pde(
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a flowlib.pde.Grid (see make_grid); got {type(grid).__name__}")
-    density0 = torch.as_tensor(density0).to(grid.dtype)
+    density0 = torch.as_tensor(density0, device=grid.device).to(grid.dtype)  # a tensor keeps its device
     if tuple(density0.shape) != grid.shape:
         raise ValueError(f"density0 must have the grid's shape {grid.shape}; got {tuple(density0.shape)}")
     if bool((density0 < 0).any()) or not bool(torch.isfinite(density0).all()):
@@ -362,13 +328,13 @@ def solve_transformer_pde(
     muscl = scheme == "muscl"
     vol = grid.cell_volume
     dx = grid.spacing
-    centers = grid.centers().reshape(-1, grid.dim)
+    centers = grid.centers().to(density0.device).reshape(-1, grid.dim)
     rho = density0 / (density0.sum() * vol)
 
     def velocity(r: Tensor) -> Tensor:
         w = (r * vol).flatten()
-        keep = w > mass_floor
-        u = measure_velocity(field, centers, centers[keep], w[keep])
+        w = torch.where(w > mass_floor, w, torch.zeros_like(w))  # zero mass: left out, with no host sync
+        u = measure_velocity(field, centers, centers, w)
         return u.reshape(*grid.shape, grid.dim)
 
     def rate(r: Tensor, u: Tensor) -> Tensor:
@@ -383,8 +349,8 @@ def solve_transformer_pde(
             out = out - torch.diff(full, dim=a) / dx[a]
         return out
 
-    def speed(u: Tensor) -> float:
-        return sum(float(u[..., a].abs().max()) / dx[a] for a in range(grid.dim))
+    def speed(u: Tensor) -> float:  # one host sync per step: the step size depends on it
+        return float(sum(u[..., a].abs().max() / dx[a] for a in range(grid.dim)))
 
     save_times = [t1 * k / n_save for k in range(n_save + 1)]
     frames, t, k_next = [rho.clone()], 0.0, 1
@@ -399,7 +365,7 @@ def solve_transformer_pde(
         while True:
             r1 = rho + dt * drho
             new = 0.5 * (rho + r1 + dt * rate(r1, velocity(r1))) if muscl else r1
-            if bool((new >= -1e-13 * float(rho.max())).all()):
+            if bool((new >= -1e-13 * rho.max()).all()):  # the step's second (and last) host sync
                 break
             dt *= 0.5
             n_rejected += 1

@@ -50,7 +50,13 @@ def graded(tmp_path_factory):
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         results = dict(pool.map(run, jobs))
-    timing = {name: {"assign": round(built[name], 1), **{ed: results[(name, ed)]["seconds"] for ed in ("autograder", "student")}} for name in built}
+    timing = {
+        name: {
+            "assign": round(built[name], 1),
+            **{ed: results[(name, ed)]["seconds"] for ed in ("autograder", "student")},
+        }
+        for name in built
+    }
     print("seconds per assignment:", json.dumps(timing))
     return out, results
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -247,10 +246,10 @@ def test_fast_backends_match_dense_values_and_gradients(gen, name, backend, dtyp
 
     if name == "sigmoid" and backend == "sdpa":
         with pytest.raises(ValueError, match="no fused SDPA kernel"):
-            dataclasses.replace(base, backend="sdpa")
+            base.replace(backend="sdpa")
         return
-    dense = dataclasses.replace(base, backend="dense")
-    fast = dataclasses.replace(base, backend=backend, chunk_size=13)
+    dense = base.replace(backend="dense")
+    fast = base.replace(backend=backend, chunk_size=13)
     x = torch.randn(50, d, generator=gen, dtype=F64)
     if base.on_sphere:
         x = fl.unit_normalize(x)
@@ -350,13 +349,16 @@ def test_chunked_fields_stay_memory_linear(gen, name):
         "sinkhorn": fl.SinkhornAttention(beta=1.0, n_iter=3),
         "l2": fl.L2Attention(beta=0.5),
         "multihead": fl.MultiHeadAttention(
-            Q=torch.randn(2, 4, 3, generator=gen), K=torch.randn(2, 4, 3, generator=gen),
-            V=torch.randn(2, 1, 3, generator=gen), W=torch.randn(2, 3, 1, generator=gen), beta=0.3,
+            Q=torch.randn(2, 4, 3, generator=gen),
+            K=torch.randn(2, 4, 3, generator=gen),
+            V=torch.randn(2, 1, 3, generator=gen),
+            W=torch.randn(2, 3, 1, generator=gen),
+            beta=0.3,
         ),
     }[name]
     run = fl.measure_call(lambda: field(x))
     sub = x[::10]
-    ref = dataclasses.replace(field, backend="dense")(sub)
+    ref = field.replace(backend="dense")(sub)
     assert torch.allclose(field(sub), ref, atol=1e-5)
     assert torch.isfinite(run.result).all()
     if run.peak_bytes is not None:  # Linux

@@ -128,7 +128,7 @@ def test_pde_validation():
         fl.make_grid((0, 0, 0), (1, 1, 1), (4, 4, 4))
     with pytest.raises(ValueError, match="upper must exceed"):
         fl.make_grid(1, 0, 10)
-    with pytest.raises(TypeError, match="supports SoftmaxAttention"):
+    with pytest.raises(TypeError, match="SinkhornAttention has no mean-field velocity"):
         fl.measure_velocity(fl.SinkhornAttention(), torch.zeros(3, 1), torch.zeros(4, 1))
     with pytest.raises(ValueError, match="causal"):
         fl.measure_velocity(fl.SoftmaxAttention(causal=True), torch.zeros(3, 1), torch.zeros(4, 1))

@@ -86,7 +86,7 @@ def test_beta_must_be_finite():
         fl.SoftmaxAttention(beta=float("nan"))
     with pytest.raises(TypeError, match="beta must be a real number"):
         fl.L2Attention(beta="2")
-    with pytest.raises(ValueError, match="beta must be a finite scalar"):
+    with pytest.raises(ValueError, match="beta must be finite"):
         fl.MultiHeadAttention(
             Q=torch.zeros(1, 3, 3), K=torch.zeros(1, 3, 3), V=torch.zeros(1, 3, 3), beta=torch.tensor([float("inf")])
         )

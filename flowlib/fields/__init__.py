@@ -1,9 +1,8 @@
 """Velocity fields: attention mechanisms as maps from token configurations to velocities."""
 
-from .base import VelocityField, apply_linear
+from .base import AttentionField, VelocityField, apply_linear
 from .l2 import L2Attention
-from .masks import alibi_bias, causal_mask, positions
-from .reductions import BACKENDS, choose_backend, dense_weights, logsumexp_rows, softmax_average
+from .reductions import BACKENDS, causal_mask, choose_backend, dense_weights, logsumexp_rows, softmax_average
 from .sigmoid import SigmoidAttention
 from .sinkhorn import SinkhornAttention
 from .softmax import MultiHeadAttention, SoftmaxAttention, vaswani_beta
@@ -11,6 +10,7 @@ from .sphere import SphereAttention, layer_norm_projection, tangent_projection, 
 
 __all__ = [
     "VelocityField",
+    "AttentionField",
     "apply_linear",
     "SoftmaxAttention",
     "MultiHeadAttention",
@@ -22,8 +22,6 @@ __all__ = [
     "unit_normalize",
     "layer_norm_projection",
     "causal_mask",
-    "alibi_bias",
-    "positions",
     "softmax_average",
     "logsumexp_rows",
     "dense_weights",

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import VelocityField
-from .reductions import Backend, dense_weights, softmax_average
+from .base import AttentionField, measure_bias
+from .reductions import dense_weights, softmax_average
 
 __all__ = ["L2Attention"]
 
@@ -26,8 +26,7 @@ def _augment(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     return q2, k2
 
 
-@dataclass(frozen=True, eq=False)
-class L2Attention(VelocityField):
+class L2Attention(AttentionField):
     r"""L2 self-attention: softmax of negative squared distances.
 
     .. math::
@@ -41,8 +40,9 @@ class L2Attention(VelocityField):
         Query and key matrices (``None`` = identity).
     V : Tensor, shape (d, d), optional
         Value matrix (``None`` = identity).
-    beta : float
-        Multiplies the squared distance; default 1.0.
+    beta : float or Tensor
+        Multiplies the squared distance; default 1.0. All arguments are keyword-only (see
+        :class:`~flowlib.fields.base.AttentionField`).
     mask, causal, backend, chunk_size
         As in :class:`SoftmaxAttention`.
 
@@ -53,26 +53,18 @@ class L2Attention(VelocityField):
     With ``Q = K`` and ``V = I`` the field is translation-equivariant: ``v(x + c) = v(x) + c``.
     """
 
-    Q: Tensor | None = None
-    K: Tensor | None = None
-    V: Tensor | None = None
-    beta: float = 1.0
-    mask: Tensor | None = None
-    causal: bool = False
-    backend: Backend = "auto"
-    chunk_size: int | None = None
-
-    def __post_init__(self) -> None:
-        self._common_checks()
-
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
-        q, k, v = self._qkv(x)
+    def _augmented(self, q: Tensor, k: Tensor, x: Tensor) -> tuple[Tensor, Tensor, float | Tensor]:
         q2, k2 = _augment(q, k)
+        return q2, k2, 2.0 * self._beta_like(x)
+
+    def velocity(self, x: Tensor) -> Tensor:
+        q, k, v = self._qkv(x)
+        q2, k2, beta = self._augmented(q, k, x)
         return softmax_average(
             q2,
             k2,
             v,
-            beta=2.0 * float(self.beta),
+            beta=beta,
             mask=self._mask_for(x),
             causal=self.causal,
             backend=self.backend,
@@ -81,5 +73,19 @@ class L2Attention(VelocityField):
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _ = self._qkv(x)
-        q2, k2 = _augment(q, k)
-        return dense_weights(q2, k2, beta=2.0 * float(self.beta), mask=self._mask_for(x), causal=self.causal)
+        q2, k2, beta = self._augmented(q, k, x)
+        return dense_weights(q2, k2, beta=beta, mask=self._mask_for(x), causal=self.causal)
+
+    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The L2 mean-field velocity of ``sum_j w_j delta_{y_j}``; shapes as in
+        :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        self._no_positions("the mean-field velocity")
+        points, bias = measure_bias(queries, points, weights)
+        q, _, _ = self._qkv(queries)
+        _, k, v = self._qkv(points)
+        q2, k2, beta = self._augmented(q, k, queries)
+        return softmax_average(q2, k2, v, beta=beta, bias=bias, backend=self.backend, chunk_size=self.chunk_size)
+
+    def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
+        self._no_positions("a Gaussian closure")
+        return "l2", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta}

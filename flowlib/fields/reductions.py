@@ -52,8 +52,11 @@ BACKENDS: tuple[str, ...] = ("auto", "dense", "chunked", "sdpa")
 
 #: Largest logits tensor (in bytes, summed over the batch) that ``auto`` materialises densely.
 DENSE_LIMIT_BYTES = 64 * 2**20
-#: Memory budget (bytes) for one block of logits in the ``chunked`` backend.
+#: Memory budget (bytes) for one block of logits in the ``chunked`` backend on the CPU.
 CHUNK_BUDGET_BYTES = 32 * 2**20
+#: The same on CUDA, larger: with 10^6 keys the CPU budget gives one query row per block, and a GPU
+#: running one kernel launch per row is launch-bound (512 MiB gives about 20 rows per block).
+CHUNK_BUDGET_BYTES_CUDA = 512 * 2**20
 
 
 def causal_mask(n: int, m: int | None = None, *, include_self: bool = True, device=None) -> Tensor:
@@ -135,7 +138,7 @@ def _full_mask(mask: Tensor | None, causal: bool, n: int, m: int, device) -> Ten
     return mask
 
 
-def attention_logits(q: Tensor, k: Tensor, *, beta: float = 1.0, bias: Tensor | None = None) -> Tensor:
+def attention_logits(q: Tensor, k: Tensor, *, beta: float | Tensor = 1.0, bias: Tensor | None = None) -> Tensor:
     """Dense logits ``beta * q @ k^T + bias`` of shape ``(..., n, m)``."""
     logits = beta * (q @ k.mT)
     if bias is not None:
@@ -151,13 +154,21 @@ def _product(q: Tensor, k: Tensor, buf: Tensor | None) -> Tensor:
     return torch.matmul(q, k.mT, out=buf[: math.prod(shape)].view(shape))
 
 
-def _scratch(q: Tensor, k: Tensor, rows: int) -> Tensor | None:
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    """True when autograd records operations on any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _scratch(q: Tensor, k: Tensor, rows: int, *others: Tensor | None) -> Tensor | None:
     """A reusable flat buffer for ``rows`` query rows of logits, or None when autograd must see the ops.
 
     Reusing one buffer for every block keeps the peak memory of the blocked paths at one block: with
-    a fresh allocation per block, glibc's malloc can keep hundreds of freed blocks resident.
+    a fresh allocation per block, glibc's malloc can keep hundreds of freed blocks resident. Autograd
+    saves each block's weights for the backward pass (the gradient with respect to the values, or a
+    bias, needs them), so no buffer is reused when any input (``q``, ``k`` or ``others``: values, bias)
+    requires a gradient.
     """
-    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+    if _needs_grad(q, k, *others):
         return None
     batch = _batch_numel(q.shape[:-2], k.shape[:-2])
     return torch.empty(batch * rows * k.shape[-2], dtype=torch.result_type(q, k), device=q.device)
@@ -210,12 +221,13 @@ def dense_weights(
     q: Tensor,
     k: Tensor,
     *,
-    beta: float = 1.0,
+    beta: float | Tensor = 1.0,
     mask: Tensor | None = None,
     causal: bool = False,
     bias: Tensor | None = None,
 ) -> Tensor:
     """Dense attention matrix ``P`` of shape ``(..., n, m)`` (rows sum to 1, empty rows are 0)."""
+    q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
     mask = _full_mask(mask, causal, n, m, q.device)
     w, _ = _shifted_exp(q, k, beta, mask, bias)
@@ -234,13 +246,14 @@ def _chunk_rows(q: Tensor, k: Tensor, v: Tensor | None, chunk_size: int | None) 
         return max(1, int(chunk_size))
     batch = _batch_numel(q.shape[:-2], k.shape[:-2])
     width = k.shape[-2] * (1 + (0 if v is None else 1))
-    return max(1, CHUNK_BUDGET_BYTES // max(1, batch * width * q.element_size() * 3))
+    budget = CHUNK_BUDGET_BYTES_CUDA if q.device.type == "cuda" else CHUNK_BUDGET_BYTES
+    return max(1, budget // max(1, batch * width * q.element_size() * 3))
 
 
 def _chunked(fn, q, k, v, beta, mask, causal, bias, chunk_size) -> Tensor:
     n, m = q.shape[-2], k.shape[-2]
     c = _chunk_rows(q, k, v, chunk_size)
-    buf = _scratch(q, k, min(c, n)) if n > c else None
+    buf = _scratch(q, k, min(c, n), v, bias) if n > c else None
     outs = []
     for i0 in range(0, n, c):
         i1 = min(n, i0 + c)
@@ -266,6 +279,9 @@ def _pad_last(t: Tensor, width: int) -> Tensor:
 def _sdpa_average(q, k, v, beta, mask, causal, bias) -> Tensor:
     n, m = q.shape[-2], k.shape[-2]
     batch_shape = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    # Every admissible pair, causal included: rows with none are 0 by convention, set with torch.where
+    # below (SDPA before torch 2.5 returns NaN on such rows, and NaN * 0 would stay NaN).
+    full = _full_mask(mask, causal, n, m, q.device) if mask is not None else None
     attn_mask = None
     if bias is not None:
         attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
@@ -292,10 +308,18 @@ def _sdpa_average(q, k, v, beta, mask, causal, bias) -> Tensor:
     q4, k4, v4 = _pad_last(q4, width), _pad_last(k4, width), _pad_last(v4, width)
     out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=attn_mask, is_causal=causal, scale=float(beta))
     out = out[..., :f].reshape(*batch_shape, n, f)
-    if mask is not None:
-        # Rows that may attend to nothing are 0 by convention (SDPA versions differ here).
-        out = out * mask.any(dim=-1, keepdim=True)
+    if full is not None:
+        out = torch.where(full.any(dim=-1, keepdim=True), out, torch.zeros((), dtype=out.dtype, device=out.device))
     return out
+
+
+def _fold_beta(q: Tensor, beta: float | Tensor) -> tuple[Tensor, float]:
+    """A tensor ``beta`` is folded into the queries (``beta <q, k> = <beta q, k>``), so its gradient flows."""
+    if isinstance(beta, Tensor):
+        if beta.numel() != 1:
+            raise ValueError(f"beta must be a scalar here; got a tensor of shape {tuple(beta.shape)}")
+        return q * beta.to(dtype=q.dtype, device=q.device).reshape(()), 1.0
+    return q, float(beta)
 
 
 def softmax_average(
@@ -303,7 +327,7 @@ def softmax_average(
     k: Tensor,
     v: Tensor,
     *,
-    beta: float = 1.0,
+    beta: float | Tensor = 1.0,
     mask: Tensor | None = None,
     causal: bool = False,
     bias: Tensor | None = None,
@@ -320,8 +344,9 @@ def softmax_average(
         Keys.
     v : Tensor, shape (..., m, f)
         Values.
-    beta : float
-        Inverse temperature multiplying :math:`\langle q_i, k_j\rangle` (no implicit ``1/sqrt(e)``).
+    beta : float or Tensor
+        Inverse temperature multiplying :math:`\langle q_i, k_j\rangle` (no implicit ``1/sqrt(e)``); a
+        0-d tensor keeps its gradient.
     mask : Tensor of bool, broadcastable to (..., n, m), optional
         True where query ``i`` may attend to key ``j``.
     causal : bool
@@ -343,6 +368,7 @@ def softmax_average(
     ValueError
         If ``backend`` is unknown.
     """
+    q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
     if backend == "auto":
         batch = _batch_numel(q.shape[:-2], k.shape[:-2], v.shape[:-2])
@@ -364,7 +390,7 @@ def logsumexp_rows(
     q: Tensor,
     k: Tensor,
     *,
-    beta: float = 1.0,
+    beta: float | Tensor = 1.0,
     mask: Tensor | None = None,
     causal: bool = False,
     bias: Tensor | None = None,
@@ -376,6 +402,7 @@ def logsumexp_rows(
     Shapes as in :func:`softmax_average`; returns ``(..., n)``. Rows with no admissible key give
     ``-inf``. The ``sdpa`` backend has no public log-sum-exp, so it uses ``chunked`` here.
     """
+    q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
     if backend == "auto":
         batch = _batch_numel(q.shape[:-2], k.shape[:-2])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor
 
-from .._validation import check_real
-from .base import VelocityField
+from .base import AttentionField, _check_beta, _register, measure_bias
 from .reductions import (
     Backend,
     _batch_numel,
@@ -22,8 +21,7 @@ from .reductions import (
 __all__ = ["SigmoidAttention"]
 
 
-@dataclass(frozen=True, eq=False)
-class SigmoidAttention(VelocityField):
+class SigmoidAttention(AttentionField):
     r"""Sigmoid self-attention: each pair interacts through :math:`\sigma(\beta\langle Qx_i,Kx_j\rangle + b)`.
 
     .. math::
@@ -38,10 +36,10 @@ class SigmoidAttention(VelocityField):
     ----------
     Q, K, V : Tensor, optional
         As in :class:`SoftmaxAttention`.
-    beta : float
-        Multiplies the score.
-    bias : float
-        Added inside the sigmoid (a negative bias makes attention sparse).
+    beta : float or Tensor
+        Multiplies the score (a tensor keeps its gradient).
+    bias : float or Tensor
+        Added inside the sigmoid (a negative bias makes attention sparse); a tensor keeps its gradient.
     normalization : {"n", "none"}
         Divide by the number of tokens ``n`` (mean-field scaling) or not.
     mask, causal
@@ -56,56 +54,122 @@ class SigmoidAttention(VelocityField):
         Queries per block for ``"chunked"`` (default: from a 32 MiB budget).
     """
 
-    Q: Tensor | None = None
-    K: Tensor | None = None
-    V: Tensor | None = None
-    beta: float = 1.0
-    bias: float = 0.0
-    normalization: Literal["n", "none"] = "n"
-    mask: Tensor | None = None
-    causal: bool = False
-    backend: Backend = "auto"
-    chunk_size: int | None = None
+    _init_names = ("Q", "K", "V", "beta", "bias", "normalization", "mask", "causal", "backend", "chunk_size")
 
-    def __post_init__(self) -> None:
-        self._common_checks()
-        check_real(self.bias, "bias")
-        if self.normalization not in ("n", "none"):
-            raise ValueError(f"normalization must be 'n' or 'none'; got {self.normalization!r}")
-        if self.backend == "sdpa":
+    def __init__(
+        self,
+        *,
+        Q: Tensor | None = None,
+        K: Tensor | None = None,
+        V: Tensor | None = None,
+        beta: float | Tensor = 1.0,
+        bias: float | Tensor = 0.0,
+        normalization: Literal["n", "none"] = "n",
+        mask: Tensor | None = None,
+        causal: bool = False,
+        backend: Backend = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        if backend == "sdpa":
             raise ValueError(
                 "SigmoidAttention has no fused SDPA kernel; backend must be 'auto', 'dense' or 'chunked'; got 'sdpa'"
             )
+        super().__init__(Q=Q, K=K, V=V, beta=beta, mask=mask, causal=causal, backend=backend, chunk_size=chunk_size)
+        bias = _check_beta(bias)  # same rule: a finite float, or a scalar tensor kept as it is
+        if isinstance(bias, Tensor):
+            _register(self, "bias", bias)
+        else:
+            self.bias = bias
+        if normalization not in ("n", "none"):
+            raise ValueError(f"normalization must be 'n' or 'none'; got {normalization!r}")
+        self.normalization = normalization
 
-    def _block_weights(self, q: Tensor, k: Tensor, mask: Tensor | None, buf: Tensor | None = None) -> Tensor:
-        """Unnormalised weights ``sigmoid(beta <q_i, k_j> + bias)`` of one block (0 where masked)."""
-        # One (..., c, m) buffer per block, updated in place; masked pairs get logit -inf, so weight 0
-        # (and gradient 0). sigmoid_ saves its own output for autograd, so nothing may touch it after.
-        z = _product(q, k, buf).mul_(float(self.beta)).add_(float(self.bias))
+    def _block_weights(
+        self, q: Tensor, k: Tensor, mask: Tensor | None, bias: Tensor | None = None, buf: Tensor | None = None
+    ) -> Tensor:
+        """Unnormalised weights ``sigmoid(<q_i, k_j> + bias)`` of one block (0 where masked).
+
+        ``q`` already carries ``beta`` (see :meth:`_scores_q`); ``bias`` is the tensor bias reshaped to
+        ``(1, 1)`` (None for a float bias, which is read from the field). One ``(..., c, m)`` buffer
+        per block, updated in place; masked pairs get logit -inf, so weight 0 (and gradient 0).
+        ``sigmoid_`` saves its own output for autograd, so nothing may touch it after.
+        """
+        z = _product(q, k, buf)
+        z = z.add_(self.bias) if bias is None else z.add_(bias)
         return _mask_logits_(z, mask).sigmoid_()
+
+    def _scores_q(self, q: Tensor, x: Tensor) -> Tensor:
+        """The queries times ``beta`` (so a tensor ``beta`` gets its gradient through them)."""
+        return q * self._beta_like(x)
+
+    def _bias_like(self, x: Tensor) -> Tensor | None:
+        """A tensor bias as a ``(1, 1)`` tensor in ``x``'s dtype and device (it rides along the blocks as
+        the ``bias`` of :func:`~flowlib.fields.reductions._chunked`, so it also disables buffer reuse
+        when it needs a gradient); None for a float bias."""
+        b = self.bias
+        return b.to(dtype=x.dtype, device=x.device).reshape(1, 1) if isinstance(b, Tensor) else None
 
     def _scale(self, n_keys: int) -> float:
         return 1.0 / n_keys if self.normalization == "n" else 1.0
 
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+    def velocity(self, x: Tensor) -> Tensor:
         q, k, v = self._qkv(x)
+        q = self._scores_q(q, x)
         n = x.shape[-2]
         mask = self._mask_for(x)
+        bias = self._bias_like(x)
         backend = self.backend
         if backend == "auto":
             batch = _batch_numel(q.shape[:-2], k.shape[:-2])
             backend = choose_backend(n, n, batch=batch, dtype=x.dtype, device=x.device, allow_fused=False)
 
         def block(q_blk, k, v, beta, blk_mask, bias, buf=None):  # the block signature of _chunked
-            return self._block_weights(q_blk, k, blk_mask, buf) @ v
+            return self._block_weights(q_blk, k, blk_mask, bias, buf) @ v
 
         if backend == "dense":
-            out = block(q, k, v, None, _full_mask(mask, self.causal, n, n, x.device), None)
+            out = block(q, k, v, None, _full_mask(mask, self.causal, n, n, x.device), bias)
         else:  # the softmax path's query blocks, causal masks built per block, one reused scratch buffer
-            out = _chunked(block, q, k, v, None, mask, self.causal, None, self.chunk_size)
+            out = _chunked(block, q, k, v, None, mask, self.causal, bias, self.chunk_size)
         return out * self._scale(n)
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _ = self._qkv(x)
         n = x.shape[-2]
-        return self._block_weights(q, k, _full_mask(self._mask_for(x), self.causal, n, n, x.device)) * self._scale(n)
+        full = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
+        return self._block_weights(self._scores_q(q, x), k, full, self._bias_like(x)) * self._scale(n)
+
+    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        r""":math:`\int \sigma(\beta\langle Qx,Ky\rangle + b)\,Vy\,d\mu(y)` for the probability measure
+        :math:`\mu \propto \sum_j w_j\delta_{y_j}` (the limit of ``normalization="n"``). Shapes as in
+        :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`.
+
+        Raises
+        ------
+        ValueError
+            With ``normalization="none"``, whose sum over ``n`` tokens has no limit as ``n`` grows.
+        """
+        self._no_positions("the mean-field velocity")
+        if self.normalization != "n":
+            raise ValueError("the mean-field velocity needs normalization='n' (a sum over n tokens has no limit)")
+        points, logw = measure_bias(queries, points, weights)
+        q, _, _ = self._qkv(queries)
+        _, k, v = self._qkv(points)
+        if logw is None:
+            w = torch.full((points.shape[0], 1), 1.0 / points.shape[0], dtype=v.dtype, device=v.device)
+        else:
+            w = logw.exp().mT
+            w = w / w.sum()
+        return self._block_weights(self._scores_q(q, queries), k, None, self._bias_like(queries)) @ (w * v)
+
+    def gaussian_closure(self):
+        """Sigmoid attention has none.
+
+        Raises
+        ------
+        ValueError
+            Always: the un-normalised kernel gives a velocity that is not affine in ``x``.
+        """
+        raise ValueError(
+            "sigmoid attention has no Gaussian closure: its un-normalised kernel gives a velocity that is "
+            "not affine in x, so Gaussians do not stay Gaussian; use particles instead"
+        )

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_int, check_real
-from .base import VelocityField
+from .base import AttentionField
 from .reductions import Backend, attention_logits, logsumexp_rows, softmax_average
 
 __all__ = ["SinkhornAttention"]
 
 
-@dataclass(frozen=True, eq=False)
-class SinkhornAttention(VelocityField):
+class SinkhornAttention(AttentionField):
     r"""Sinkhorn attention: the softmax kernel made (approximately) doubly stochastic.
 
     Starting from :math:`C_{ij} = \beta \langle Qx_i, Kx_j\rangle`, the weights are
@@ -32,15 +30,15 @@ class SinkhornAttention(VelocityField):
         Query and key matrices (``None`` = identity).
     V : Tensor, shape (d, d), optional
         Value matrix (``None`` = identity).
-    beta : float
-        Inverse temperature (``1/epsilon`` of entropic optimal transport).
+    beta : float or Tensor
+        Inverse temperature (``1/epsilon`` of entropic optimal transport); a tensor keeps its gradient.
     n_iter : int
         Number of half-steps. The sequence alternates and **ends** with ``last_step``; with
         ``n_iter=1`` and ``last_step="rows"`` this is exactly softmax attention.
     tol : float, optional
-        If given, stop early once the marginal not fixed by the last half-step is within ``tol``
-        (costs a device synchronisation per half-step) and warn (``RuntimeWarning``) if it is
-        still larger after ``n_iter`` half-steps.
+        If given, stop early once the marginal not fixed by the last half-step is within ``tol``,
+        checked every :attr:`check_every` half-steps (each check costs a device synchronisation),
+        and warn (``RuntimeWarning``) if it is still larger after ``n_iter`` half-steps.
     last_step : {"rows", "cols"}
         Which marginal is exact. ``"rows"``: every ``v_i`` is a proper weighted average.
         ``"cols"``: the mean law ``mean(v) = V mean(x)`` holds exactly, even before convergence.
@@ -54,27 +52,34 @@ class SinkhornAttention(VelocityField):
     ``max_j |sum_i P_ij - 1|``.
     """
 
-    Q: Tensor | None = None
-    K: Tensor | None = None
-    V: Tensor | None = None
-    beta: float = 1.0
-    n_iter: int = 50
-    tol: float | None = None
-    last_step: Literal["rows", "cols"] = "rows"
-    backend: Backend = "auto"
-    chunk_size: int | None = None
+    _init_names = ("Q", "K", "V", "beta", "n_iter", "tol", "last_step", "backend", "chunk_size")
+    #: Half-steps between two convergence checks when ``tol`` is given.
+    check_every: int = 4
 
-    def __post_init__(self) -> None:
-        self._common_checks()
-        check_positive_int(self.n_iter, "n_iter")
-        if self.tol is not None:
-            check_real(self.tol, "tol", positive=True)
-        if self.last_step not in ("rows", "cols"):
-            raise ValueError(f"last_step must be 'rows' or 'cols'; got {self.last_step!r}")
+    def __init__(
+        self,
+        *,
+        Q: Tensor | None = None,
+        K: Tensor | None = None,
+        V: Tensor | None = None,
+        beta: float | Tensor = 1.0,
+        n_iter: int = 50,
+        tol: float | None = None,
+        last_step: Literal["rows", "cols"] = "rows",
+        backend: Backend = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(Q=Q, K=K, V=V, beta=beta, backend=backend, chunk_size=chunk_size)
+        self.n_iter = check_positive_int(n_iter, "n_iter")
+        self.tol = None if tol is None else check_real(tol, "tol", positive=True)
+        if last_step not in ("rows", "cols"):
+            raise ValueError(f"last_step must be 'rows' or 'cols'; got {last_step!r}")
+        self.last_step = last_step
 
     # ------------------------------------------------------------------ potentials
     def _lse(self, a: Tensor, b: Tensor, bias: Tensor | None) -> Tensor:
-        return logsumexp_rows(a, b, beta=float(self.beta), bias=bias, backend=self.backend, chunk_size=self.chunk_size)
+        beta = self._beta_like(a)
+        return logsumexp_rows(a, b, beta=beta, bias=bias, backend=self.backend, chunk_size=self.chunk_size)
 
     def potentials(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Run the half-steps; return ``(q, k, v, f, g)`` with ``f: (..., n)`` and ``g: (..., n)``."""
@@ -89,7 +94,7 @@ class SinkhornAttention(VelocityField):
                 f = -self._lse(q, k, g.unsqueeze(-2))
             else:
                 g = -self._lse(k, q, f.unsqueeze(-2))
-            if self.tol is not None and s >= 1:
+            if self.tol is not None and s >= 1 and (s + 1) % self.check_every == 0 and s + 1 < len(steps):
                 row_err, col_err = self._errors(q, k, f, g)
                 other = col_err if kind == "rows" else row_err
                 if bool((other <= self.tol).all()):
@@ -112,10 +117,10 @@ class SinkhornAttention(VelocityField):
         return (rows - 1).abs().amax(dim=-1), (cols - 1).abs().amax(dim=-1)
 
     # ------------------------------------------------------------------ public API
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+    def velocity(self, x: Tensor) -> Tensor:
         q, k, v, f, g = self.potentials(x)
         avg = softmax_average(
-            q, k, v, beta=float(self.beta), bias=g.unsqueeze(-2), backend=self.backend, chunk_size=self.chunk_size
+            q, k, v, beta=self._beta_like(x), bias=g.unsqueeze(-2), backend=self.backend, chunk_size=self.chunk_size
         )
         if self.last_step == "rows":
             return avg  # after a row step, P_ij = softmax_j(C_ij + g_j) exactly
@@ -125,9 +130,12 @@ class SinkhornAttention(VelocityField):
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _, f, g = self.potentials(x)
-        return torch.exp(attention_logits(q, k, beta=float(self.beta)) + f.unsqueeze(-1) + g.unsqueeze(-2))
+        return torch.exp(attention_logits(q, k, beta=self._beta_like(x)) + f.unsqueeze(-1) + g.unsqueeze(-2))
 
     def marginal_error(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(row_err, col_err)``, each of shape ``(...)``: max deviation of row / column sums from 1."""
         q, k, _, f, g = self.potentials(x)
         return self._errors(q, k, f, g)
+
+    def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
+        return "sinkhorn", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
-import torch
 from torch import Tensor
 
-from .._validation import check_matrix, check_real
-from .base import VelocityField
+from .._validation import check_matrix
+from .base import AttentionField, _register, measure_bias
 from .reductions import Backend, dense_weights, softmax_average
 
 __all__ = ["SoftmaxAttention", "MultiHeadAttention", "vaswani_beta"]
@@ -23,8 +22,7 @@ def vaswani_beta(k: int) -> float:
     return 1.0 / math.sqrt(k)
 
 
-@dataclass(frozen=True, eq=False)
-class SoftmaxAttention(VelocityField):
+class SoftmaxAttention(AttentionField):
     r"""Softmax self-attention as a velocity field.
 
     .. math::
@@ -34,14 +32,17 @@ class SoftmaxAttention(VelocityField):
 
     with the sums restricted to admissible pairs when ``mask``/``causal`` are given.
 
+    All arguments are keyword-only; the field is a :class:`torch.nn.Module` (see
+    :class:`~flowlib.fields.base.AttentionField`): pass ``nn.Parameter`` matrices to train them.
+
     Parameters
     ----------
     Q, K : Tensor, shape (k, d), optional
         Query and key matrices (``None`` = identity). Leading batch dims broadcast against ``x``.
     V : Tensor, shape (d, d), optional
         Value matrix (``None`` = identity).
-    beta : float
-        Inverse temperature multiplying the score; default 1.0.
+    beta : float or Tensor
+        Inverse temperature multiplying the score; default 1.0. A tensor keeps its gradient.
     mask : Tensor of bool, broadcastable to (..., n, n), optional
         True where token ``i`` may attend to token ``j``. A token that may attend to nothing has
         velocity 0.
@@ -74,25 +75,13 @@ class SoftmaxAttention(VelocityField):
             [0.5000, 0.5000]])
     """
 
-    Q: Tensor | None = None
-    K: Tensor | None = None
-    V: Tensor | None = None
-    beta: float = 1.0
-    mask: Tensor | None = None
-    causal: bool = False
-    backend: Backend = "auto"
-    chunk_size: int | None = None
-
-    def __post_init__(self) -> None:
-        self._common_checks()
-
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+    def velocity(self, x: Tensor) -> Tensor:
         q, k, v = self._qkv(x)
         return softmax_average(
             q,
             k,
             v,
-            beta=float(self.beta),
+            beta=self._beta_like(x),
             mask=self._mask_for(x),
             causal=self.causal,
             backend=self.backend,
@@ -101,11 +90,29 @@ class SoftmaxAttention(VelocityField):
 
     def weights(self, x: Tensor) -> Tensor:
         q, k, _ = self._qkv(x)
-        return dense_weights(q, k, beta=float(self.beta), mask=self._mask_for(x), causal=self.causal)
+        return dense_weights(q, k, beta=self._beta_like(x), mask=self._mask_for(x), causal=self.causal)
+
+    def _measure_qkv(self, queries: Tensor, points: Tensor) -> tuple[Tensor, Tensor, Tensor, float | Tensor]:
+        """Queries from ``queries``, keys and values from ``points``, and the score's ``beta``."""
+        q, _, _ = self._qkv(queries)
+        _, k, v = self._qkv(points)
+        return q, k, v, self._beta_like(queries)
+
+    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        r""":math:`\Gamma_\mu(x) = \int e^{\beta\langle Qx,Ky\rangle} Vy\,d\mu(y) / \int e^{\beta\langle Qx,Ky\rangle} d\mu(y)`
+        for :math:`\mu = \sum_j w_j \delta_{y_j}`; shapes as in
+        :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        self._no_positions("the mean-field velocity")
+        points, bias = measure_bias(queries, points, weights)
+        q, k, v, beta = self._measure_qkv(queries, points)
+        return softmax_average(q, k, v, beta=beta, bias=bias, backend=self.backend, chunk_size=self.chunk_size)
+
+    def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
+        self._no_positions("a Gaussian closure")
+        return "softmax", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta}
 
 
-@dataclass(frozen=True, eq=False)
-class MultiHeadAttention(VelocityField):
+class MultiHeadAttention(AttentionField):
     r"""Multi-head softmax attention: a sum over heads of single-head attentions.
 
     .. math::
@@ -133,28 +140,28 @@ class MultiHeadAttention(VelocityField):
         If shapes disagree (e.g. ``W=None`` with ``H * d_v != d``), or ``beta`` is not finite.
     """
 
-    Q: Tensor
-    K: Tensor
-    V: Tensor
-    W: Tensor | None = None
-    beta: float | Tensor = 1.0
-    mask: Tensor | None = None
-    causal: bool = False
-    backend: Backend = "auto"
-    chunk_size: int | None = None
+    _init_names = ("Q", "K", "V", "W", "beta", "mask", "causal", "backend", "chunk_size")
 
-    def __post_init__(self) -> None:
-        b = torch.as_tensor(self.beta)
-        if b.ndim > 1 or not bool(torch.isfinite(b).all()):
-            raise ValueError(f"beta must be a finite scalar or a (H,) tensor; got {self.beta!r}")
-        if b.ndim == 0:
-            check_real(self.beta, "beta")
-        for name in ("Q", "K", "V"):
-            m = getattr(self, name)
+    def __init__(
+        self,
+        *,
+        Q: Tensor,
+        K: Tensor,
+        V: Tensor,
+        W: Tensor | None = None,
+        beta: float | Tensor = 1.0,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        backend: Backend = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        for name, m in (("Q", Q), ("K", K), ("V", V)):
             if not isinstance(m, Tensor) or m.ndim != 3:
                 shape = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
                 raise ValueError(f"{name} must be a tensor of shape (H, rows, d); got {shape}")
-        self._common_checks(scalar_beta=False)
+        super().__init__(Q=Q, K=K, V=V, mask=mask, causal=causal, backend=backend, chunk_size=chunk_size)
+        self._set_beta(beta, per_head=Q.shape[0])
+        _register(self, "W", W)
 
     @property
     def n_heads(self) -> int:
@@ -181,11 +188,15 @@ class MultiHeadAttention(VelocityField):
             check_matrix(self.W, "W", ndim=3, cols=dv, rows=d)
             if self.W.shape[0] != H:
                 raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(self.W.shape)}")
-        beta = torch.as_tensor(self.beta, dtype=x.dtype, device=x.device).reshape(-1)
-        if beta.numel() not in (1, H):
-            raise ValueError(f"beta must be a scalar or have shape (H,) = ({H},); got {tuple(beta.shape)}")
         xh = x.unsqueeze(-3)  # (..., 1, n, d)
-        q = xh @ Q.mT * beta.expand(H)[:, None, None]  # (..., H, n, k); beta folded into the queries
+        beta = self.beta
+        if isinstance(beta, Tensor):
+            beta = beta.to(dtype=x.dtype, device=x.device).reshape(-1)
+            if beta.numel() not in (1, H):
+                raise ValueError(f"beta must be a scalar or have shape (H,) = ({H},); got {tuple(beta.shape)}")
+            q = xh @ Q.mT * beta.expand(H)[:, None, None]  # (..., H, n, k); beta folded into the queries
+        else:
+            q = xh @ Q.mT * beta
         return q, xh @ K.mT, xh @ V.mT, beta
 
     def _combine(self, heads: Tensor, x: Tensor) -> Tensor:
@@ -195,7 +206,7 @@ class MultiHeadAttention(VelocityField):
         W = self.W.to(x)
         return (heads @ W.mT).sum(dim=-3)
 
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
+    def velocity(self, x: Tensor) -> Tensor:
         q, k, v, _ = self._heads(x)
         mask = self._mask_for(x)
         if mask is not None:
@@ -210,3 +221,25 @@ class MultiHeadAttention(VelocityField):
         q, k, _, _ = self._heads(x)
         mask = self._mask_for(x)
         return dense_weights(q, k, beta=1.0, mask=None if mask is None else mask.unsqueeze(-3), causal=self.causal)
+
+    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        """The sum over heads of the heads' mean-field velocities; shapes as in
+        :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        self._no_positions("the mean-field velocity")
+        points, bias = measure_bias(queries, points, weights)
+        qh, _, _, _ = self._heads(queries)
+        _, kh, vh, _ = self._heads(points)
+        heads = softmax_average(
+            qh,
+            kh,
+            vh,
+            beta=1.0,
+            bias=None if bias is None else bias.unsqueeze(0),
+            backend=self.backend,
+            chunk_size=self.chunk_size,
+        )
+        return self._combine(heads, queries)
+
+    def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
+        self._no_positions("a Gaussian closure")
+        return "multihead", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta, "W": self.W}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .._validation import check_tokens
-from .base import VelocityField
-from .reductions import Backend, _full_mask, dense_weights, logsumexp_rows, softmax_average
+from .base import AttentionField, measure_bias
+from .reductions import Backend, _full_mask, attention_logits, dense_weights, logsumexp_rows, softmax_average
 
 __all__ = ["SphereAttention", "tangent_projection", "unit_normalize", "layer_norm_projection"]
 
@@ -56,8 +55,7 @@ def layer_norm_projection(x: Tensor, eps: float = 0.0) -> Tensor:
     return xc / std
 
 
-@dataclass(frozen=True, eq=False)
-class SphereAttention(VelocityField):
+class SphereAttention(AttentionField):
     r"""Self-attention dynamics on the sphere :math:`\mathbb S^{d-1}` (Geshkovski et al.).
 
     .. math::
@@ -70,8 +68,9 @@ class SphereAttention(VelocityField):
 
     Parameters
     ----------
-    beta : float
-        Inverse temperature; default 1.0.
+    beta : float or Tensor
+        Inverse temperature; default 1.0. All arguments are keyword-only (see
+        :class:`~flowlib.fields.base.AttentionField`).
     Q, K : Tensor, shape (k, d), optional
     V : Tensor, shape (d, d), optional
         ``None`` = identity (the "SA"/"USA" models of GLPR).
@@ -92,44 +91,80 @@ class SphereAttention(VelocityField):
         If the tokens are not on the unit sphere, or shapes disagree.
     """
 
-    beta: float = 1.0
-    Q: Tensor | None = None
-    K: Tensor | None = None
-    V: Tensor | None = None
-    normalized: bool = True
-    mask: Tensor | None = None
-    causal: bool = False
-    backend: Backend = "auto"
-    chunk_size: int | None = None
-
+    _init_names = ("beta", "Q", "K", "V", "normalized", "mask", "causal", "backend", "chunk_size")
     on_sphere = True
 
-    def __post_init__(self) -> None:
-        self._common_checks()
+    def __init__(
+        self,
+        *,
+        beta: float | Tensor = 1.0,
+        Q: Tensor | None = None,
+        K: Tensor | None = None,
+        V: Tensor | None = None,
+        normalized: bool = True,
+        mask: Tensor | None = None,
+        causal: bool = False,
+        backend: Backend = "auto",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(Q=Q, K=K, V=V, beta=beta, mask=mask, causal=causal, backend=backend, chunk_size=chunk_size)
+        if not isinstance(normalized, bool):
+            raise TypeError(f"normalized must be a bool; got {type(normalized).__name__}")
+        self.normalized = normalized
 
-    def velocity(self, x: Tensor, t: Tensor | float | None = None) -> Tensor:
-        q, k, v = self._qkv(x)
-        kw = dict(
-            beta=float(self.beta),
-            mask=self._mask_for(x),
-            causal=self.causal,
-            backend=self.backend,
-            chunk_size=self.chunk_size,
-        )
-        avg = softmax_average(q, k, v, **kw)
+    def _average(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor, n: int, **kw) -> Tensor:
+        """SA: the softmax average; USA: ``(1/n) sum_j e^{s_ij} V x_j``, computed without overflow as
+        ``exp(lse_i - log n)`` times the softmax average."""
+        avg = softmax_average(q, k, v, beta=self._beta_like(x), **kw)
         if not self.normalized:
-            # (1/n) sum_j e^{s_ij} V x_j = exp(lse_i - log n) * softmax average, without overflow.
-            lse = logsumexp_rows(q, k, **kw)
-            scale = torch.exp(lse - math.log(x.shape[-2]))
+            lse = logsumexp_rows(q, k, beta=self._beta_like(x), **kw)
+            scale = torch.exp(lse - math.log(n))
             avg = avg * torch.where(torch.isfinite(lse), scale, torch.zeros_like(scale)).unsqueeze(-1)
-        return tangent_projection(x, avg)
+        return avg
+
+    def velocity(self, x: Tensor) -> Tensor:
+        q, k, v = self._qkv(x)
+        kw = dict(mask=self._mask_for(x), causal=self.causal, backend=self.backend, chunk_size=self.chunk_size)
+        return tangent_projection(x, self._average(x, q, k, v, x.shape[-2], **kw))
 
     def weights(self, x: Tensor) -> Tensor:
+        """SA: the softmax weights; USA: :math:`e^{\\beta\\langle Qx_i, Kx_j\\rangle}/n`.
+
+        Raises
+        ------
+        ValueError
+            For USA weights too large for ``x``'s dtype (they grow like :math:`e^{\\beta}/n`, which
+            exceeds float32's range from about :math:`\\beta = 88 + \\log n`); the message says to use
+            float64 or the normalised (SA) weights.
+        """
         q, k, _ = self._qkv(x)
-        mask = self._mask_for(x)
-        if self.normalized:
-            return dense_weights(q, k, beta=float(self.beta), mask=mask, causal=self.causal)
-        w = torch.exp(float(self.beta) * (q @ k.mT)) / x.shape[-2]
         n = x.shape[-2]
-        full = _full_mask(mask, self.causal, n, n, x.device)
-        return w if full is None else w * full
+        full = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
+        if self.normalized:
+            return dense_weights(q, k, beta=self._beta_like(x), mask=full)
+        logits = attention_logits(q, k, beta=self._beta_like(x)) - math.log(n)
+        if full is not None:
+            logits = logits.masked_fill(~full, float("-inf"))
+        top = float(logits.detach().amax()) if logits.numel() else -math.inf
+        if top > math.log(torch.finfo(x.dtype).max):
+            raise ValueError(
+                f"USA weights exp(beta <Qx_i, Kx_j>)/n reach exp({top:.1f}), beyond {x.dtype}'s range; "
+                "use float64 tokens, a smaller beta, or the normalised weights (normalized=True)"
+            )
+        return torch.exp(logits)
+
+    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+        r"""GLPR's mean-field velocity :math:`\mathbf P^\perp_x\big(\int w(x, y) Vy\,d\mu(y)\big)` of
+        :math:`\mu \propto \sum_j w_j\delta_{y_j}` at unit-norm ``queries`` (SA: softmax weights;
+        USA: :math:`e^{\beta\langle Qx,Ky\rangle}` against the probability measure). Shapes as in
+        :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        self._no_positions("the mean-field velocity")
+        points, bias = measure_bias(queries, points, weights)
+        if bias is not None:
+            bias = bias - torch.logsumexp(bias, dim=-1, keepdim=True)  # a probability measure
+        q, _, _ = self._qkv(queries)
+        _, k, v = self._qkv(points)
+        kw = dict(bias=bias, backend=self.backend, chunk_size=self.chunk_size)
+        # with the log-masses as bias, (1/m) e^{lse} becomes the integral against the probability measure
+        n = 1 if bias is not None else points.shape[0]
+        return tangent_projection(queries, self._average(queries, q, k, v, n, **kw))

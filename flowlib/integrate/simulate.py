@@ -107,12 +107,12 @@ def as_rhs(field: Callable) -> RHS:
     :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked :meth:`velocity`.
     Nothing is guessed from a signature.
     """
-    if isinstance(field, VelocityField):
-        return lambda t, x: field.velocity(x, t)
     if not callable(field):
         raise TypeError(f"field must be callable, field(x) -> v; got {type(field).__name__}")
     if getattr(field, "time_dependent", False):
         return lambda t, x: field(x, t)
+    if isinstance(field, VelocityField):
+        return lambda t, x: field.velocity(x)
 
     def rhs(t: float, x: Tensor) -> Tensor:
         try:

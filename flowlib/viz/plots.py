@@ -302,5 +302,12 @@ def plot_gaussian_ellipses(mean, cov, *, n_sigma: Sequence[float] = (1.0, 2.0), 
     circle = np.stack([np.cos(th), np.sin(th)])
     for r in n_sigma:
         pts = m[:, None] + r * root @ circle
-        ax.plot(pts[0], pts[1], "-", color=color, lw=1.2 if r == n_sigma[0] else 0.8, label=f"{r:g} sigma" if label else None)
+        ax.plot(
+            pts[0],
+            pts[1],
+            "-",
+            color=color,
+            lw=1.2 if r == n_sigma[0] else 0.8,
+            label=f"{r:g} sigma" if label else None,
+        )
     return ax.figure
