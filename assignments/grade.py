@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         files += sorted(s.rglob("*.ipynb")) if s.is_dir() else [s]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(lambda f: grade(args.autograder, f), files))
-    fields = ["submission", "score", "max_score"] + sorted({k for r in rows for k in r} - {"submission", "score", "max_score", "seconds"}) + ["seconds"]
+    fields = (
+        ["submission", "score", "max_score"]
+        + sorted({k for r in rows for k in r} - {"submission", "score", "max_score", "seconds"})
+        + ["seconds"]
+    )
     with open(args.csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

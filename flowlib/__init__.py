@@ -2,7 +2,7 @@
 
 Tokens are tensors of shape ``(..., n, d)`` (leading dims are independent systems); attention
 mechanisms are velocity fields ``field(x) -> v``; depth is time, and a residual network of ``L``
-layers is forward Euler with step ``T / L``. See the book *Flowing Through Layers*.
+layers is forward Euler with step ``T / L``. See the book *Tokens in Motion*.
 """
 
 from . import convergence, diagnostics, gaussian, init, measures, pde, stability, viz
@@ -60,7 +60,7 @@ from .stability import (
     perturbation_growth,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "__version__",

@@ -9,6 +9,9 @@ import torch
 from torch import Tensor
 
 from ._validation import check_positive_int, check_real, check_tokens
+from .fields import SphereAttention, unit_normalize
+from .init import uniform_sphere
+from .integrate import simulate
 from .integrate.steppers import STEPPERS
 
 __all__ = [
@@ -215,9 +218,6 @@ def phase_diagram(
     t : Tensor, shape (S,)
     fraction : Tensor, shape (len(betas), S)
     """
-    from .fields import SphereAttention, unit_normalize
-    from .init import uniform_sphere
-    from .integrate import simulate
 
     betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
     n = check_positive_int(n, "n")

@@ -85,7 +85,9 @@ def gaussian_tokens(
     w, U = torch.linalg.eigh(0.5 * (cov + cov.mT))
     if float(w.min()) < -tol * d:
         raise ValueError(f"cov must be positive semi-definite; its smallest eigenvalue is {float(w.min()):.3g}")
-    root = (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
+    # eigenvalues at round-off level are zero: their square roots (~1e-8) would leak out of range(cov)
+    w = torch.where(w > d * torch.finfo(w.dtype).eps * float(w.abs().max()), w, torch.zeros_like(w))
+    root = (U * w.sqrt().unsqueeze(-2)) @ U.mT
     z = _randn((*batch_shape, n, d), generator, mean.device, mean.dtype)
     return mean + z @ root
 

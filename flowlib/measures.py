@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ._validation import check_positive_int, check_real, check_tokens
+from .gaussian import symmetric_sqrt
 
 __all__ = [
     "empirical_moments",
@@ -350,7 +351,6 @@ def bures_wasserstein(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) 
 
     The square is clamped at 0 before the root (round-off can make it slightly negative).
     """
-    from .gaussian import symmetric_sqrt
 
     cov1 = torch.as_tensor(cov1)
     cov2 = torch.as_tensor(cov2).to(cov1)

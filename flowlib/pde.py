@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ._validation import check_positive_int, check_real
 from .fields.base import VelocityField
+from .measures import empirical_moments
 
 __all__ = [
     "Grid",
@@ -231,7 +232,6 @@ class PDESolution:
 
     def moments(self, s: int = -1) -> tuple[Tensor, Tensor]:
         """Mean ``(d,)`` and covariance ``(d, d)`` of the density at saved index ``s``."""
-        from .measures import empirical_moments
 
         return empirical_moments(self.points(), self.weights(s))
 

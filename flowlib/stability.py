@@ -189,7 +189,9 @@ def perturbation_growth(
 def euler_step_factor(m: float, lip: float, h: float) -> float:
     r"""Bound :math:`\sqrt{1 - 2mh + \mathrm{Lip}^2 h^2}` on the factor by which one Euler step of size ``h``
     multiplies the distance between two states, for a field with one-sided Lipschitz constant ``-m``
-    and Lipschitz constant ``lip``. For a normal linear field it is attained exactly."""
+    and Lipschitz constant ``lip``. For a linear field ``F(x) = Mx`` it is attained when
+    ``M + M^T = -2m I`` and ``M^T M = lip^2 I`` (e.g. ``M = [[-1, 2], [-2, -1]]``); for other fields,
+    even normal ones such as ``diag(-1, -10)``, it can be far from the true factor ``||I + hM||_2``."""
     m = check_real(m, "m")
     lip = check_real(lip, "lip", nonnegative=True)
     h = check_real(h, "h", nonnegative=True)

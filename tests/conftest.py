@@ -19,6 +19,26 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+#: Set by ``make test-gpu``: CUDA must be there, and a gpu test that skips is a failure.
+REQUIRE_GPU = os.environ.get("FLOWLIB_REQUIRE_GPU") == "1"
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_GPU and not torch.cuda.is_available():
+        pytest.exit(
+            f"FLOWLIB_REQUIRE_GPU=1 but torch {torch.__version__} sees no CUDA device: the GPU tests cannot run",
+            returncode=3,
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_GPU and report.skipped and item.get_closest_marker("gpu") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"a gpu test skipped under FLOWLIB_REQUIRE_GPU=1 (make test-gpu): {report.longrepr}"
+
 
 @pytest.fixture
 def gen() -> torch.Generator:

@@ -81,11 +81,17 @@ def test_master_solution_scores_full_marks(graded, master):
 
 
 @pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)
-def test_student_edition_is_graded_below_full_marks(graded, master):
+def test_untouched_student_edition_scores_zero_on_every_question(graded, master):
     _, results = graded
     row = results[(master.stem, "student")]
-    assert row["max_score"] == results[(master.stem, "autograder")]["max_score"]  # every question was graded
-    assert row["score"] < row["max_score"], row
+    full = results[(master.stem, "autograder")]
+    assert row["max_score"] == full["max_score"]  # every question was graded
+    questions = set(full) - {"submission", "score", "max_score", "seconds"}
+    assert len(questions) >= 3 and questions <= set(row), row
+    # an untouched student edition earns nothing: 0 points on every question (a question that gives
+    # points for the handed-out code would be a free question)
+    assert all(row[q] == 0 for q in questions), {q: row[q] for q in questions}
+    assert row["score"] == 0, row
 
 
 @pytest.mark.parametrize("master", MASTERS, ids=lambda p: p.stem)

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 import yaml
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FLOWLIB_CHROMIUM", "/usr/bin/chromium")
@@ -303,9 +304,17 @@ def test_screenshots_of_key_pages(site, browser):
     base, _, _ = site
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shots = [("intro", False), (NOTEBOOK_PAGES[0], False), (NOTEBOOK_PAGES[0], True), (NOTEBOOK_PAGES[-1], False)]
+    brightness = {}
     for name, dark in shots:
         page, _ = _open(browser, f"{base}/{name}.html", dark=dark)
         out = SCREENSHOTS / f"{Path(name).name}{'-dark' if dark else ''}.png"
         page.screenshot(path=str(out), full_page=False)
         page.close()
-        assert out.stat().st_size > 10_000  # a real rendering, not a blank page
+        img = Image.open(out).convert("L")
+        hist = img.histogram()
+        # a real rendering: text and figures give many grey levels, and no single one covers the page
+        assert sum(1 for c in hist if c > 0) > 40, f"{out.name}: almost uniform image"
+        assert max(hist) < 0.97 * img.width * img.height, f"{out.name}: a blank page"
+        brightness[(name, dark)] = sum(i * c for i, c in enumerate(hist)) / (img.width * img.height)
+    light, dark = brightness[(NOTEBOOK_PAGES[0], False)], brightness[(NOTEBOOK_PAGES[0], True)]
+    assert dark < 0.6 * light, f"dark mode did not darken the page (mean grey {dark:.0f} vs {light:.0f})"

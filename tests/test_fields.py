@@ -357,10 +357,18 @@ def test_chunked_fields_stay_memory_linear(gen, name):
         ),
     }[name]
     run = fl.measure_call(lambda: field(x))
-    sub = x[::10]
-    ref = field.replace(backend="dense")(sub)
-    assert torch.allclose(field(sub), ref, atol=1e-5)
     assert torch.isfinite(run.result).all()
+    # the values of the large run itself, against a dense reference: for a field with a mean-field
+    # velocity, rows of v(x) are Gamma_{mu_x} at those tokens, computed densely (200 rows x 20000 keys)
+    dense = field.replace(backend="dense")
+    if name != "sinkhorn":
+        ref = dense.mean_field_velocity(x[:200].double(), x.double())
+        rel = float((run.result[:200].double() - ref).abs().max() / ref.abs().max())
+        assert rel < 1e-4, rel  # float32 over 20000 keys
+    # and the blocked path on a subsample, with several blocks, against the dense one
+    sub = x[::10]
+    chunked = field.replace(backend="chunked", chunk_size=97)(sub)
+    assert torch.allclose(chunked, dense(sub), atol=1e-5)
     if run.peak_bytes is not None:  # Linux
         extra = run.peak_bytes / 2**20
         assert extra < 400, f"{name} at n=20000 used {extra:.0f} MiB; the dense weights alone are 1526 MiB"

@@ -261,7 +261,7 @@ def test_a_two_layer_attention_network_trains():
         loss = (net(x) - y).pow(2).mean()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     elapsed = time.perf_counter() - start
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
     assert elapsed < 60  # "a few seconds" on an idle 2-core machine; generous under load

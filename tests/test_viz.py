@@ -56,11 +56,12 @@ def test_animation_is_capped_and_closes_its_figure(traj, tmp_path, monkeypatch):
     n_open = len(plt.get_fignums())
     anim = viz.animate_tokens(traj, max_frames=500, alt="tokens cluster")
     assert anim.n_frames == viz.MAX_FRAMES
-    assert anim._repr_html_().count("data:image/png") == 0 or True  # frames are embedded below
+    assert anim.html.count("data:image/png") == anim.n_frames  # every frame embedded once, no more
+    assert anim._repr_html_() == anim.html
     assert anim.html.count('alt="tokens cluster"') == 1
-    assert "animation" in anim.html.lower()
+    assert 'class="anim-buttons"' in anim.html  # matplotlib's JavaScript player, not just the word
     small = viz.animate_tokens(traj, max_frames=10)
-    assert small.n_frames == 10
+    assert small.n_frames == 10 and small.html.count("data:image/png") == 10
     assert len(small.html) < 1.5e6
     assert len(plt.get_fignums()) == n_open
     assert os.listdir(tmp_path) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from matplotlib.animation import FuncAnimation
+
 from ..integrate.simulate import Trajectory
 from .plots import new_figure, plot_tokens
 
@@ -59,8 +61,6 @@ def animate_tokens(
     JSAnimation
         Display it in a notebook cell (``_repr_html_``); its ``html`` attribute is the player.
     """
-    from matplotlib.animation import FuncAnimation
-
     S = len(traj)
     n_frames = max(1, min(max_frames, MAX_FRAMES, S))
     idx = sorted({round(i * (S - 1) / max(1, n_frames - 1)) for i in range(n_frames)})

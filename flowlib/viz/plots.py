@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..convergence import fit_order
+from ..gaussian import trace_normalized_coordinates
 from ..integrate.simulate import Trajectory
 
 __all__ = [
@@ -28,8 +31,6 @@ def new_figure(figsize=(4.5, 4.0), *, projection: str | None = None, dpi: int = 
 
     Returns ``(fig, ax)`` for ``ncols=1`` and ``(fig, [ax, ...])`` otherwise.
     """
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=figsize, dpi=dpi, facecolor="white", layout="constrained" if ncols > 1 else None)
     axes = [fig.add_subplot(1, ncols, i + 1, projection=projection) for i in range(ncols)]
     for ax in axes:
@@ -214,7 +215,6 @@ def plot_covariance_disc(covs, *, ax=None, color_by_start: bool = True, title: s
 
     ``covs`` has shape ``(S, ..., 2, 2)`` (time first, e.g. ``GaussianSolution.cov``).
     """
-    from ..gaussian import trace_normalized_coordinates
 
     if ax is None:
         fig, ax = new_figure((4.2, 4.0))
@@ -223,8 +223,6 @@ def plot_covariance_disc(covs, *, ax=None, color_by_start: bool = True, title: s
     uw = uw.reshape(uw.shape[0], -1, 2)
     th = np.linspace(0, 2 * np.pi, 200)
     ax.plot(np.cos(th), np.sin(th), "k-", lw=1)
-    import matplotlib
-
     cmap = matplotlib.colormaps["twilight"]
     for k in range(uw.shape[1]):
         start = uw[0, k]
