@@ -1,4 +1,4 @@
-# Flowing Through Layers: `make book` builds and opens the book, `make test` runs the tests.
+# Tokens in Motion: `make book` builds and opens the book, `make test` runs the tests.
 # Both create ./.venv on first use and install everything the project needs into it.
 
 PYTHON ?= python3
