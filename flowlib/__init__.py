@@ -5,7 +5,21 @@ mechanisms are velocity fields ``field(x) -> v``; depth is time, and a residual 
 layers is forward Euler with step ``T / L``. See the book *Tokens in Motion*.
 """
 
-from . import convergence, diagnostics, gaussian, init, measures, pde, stability, viz
+from . import (
+    approximation,
+    contraction,
+    convergence,
+    diagnostics,
+    gaussian,
+    gaussian_analysis,
+    init,
+    measures,
+    pde,
+    regularity,
+    splitting,
+    stability,
+    viz,
+)
 from .convergence import ConvergenceStudy, convergence_study, fit_order, global_error
 from .device import CallStats, default_device, describe_device, measure_call
 from .diagnostics import (
@@ -138,7 +152,7 @@ __all__ = [
     "gaussian_tokens",
     "random_orthonormal",
     "gaussian_matrix",
-    # submodules
+    # submodules (the last group: the tested logic behind individual chapters)
     "convergence",
     "diagnostics",
     "gaussian",
@@ -147,4 +161,9 @@ __all__ = [
     "pde",
     "stability",
     "viz",
+    "splitting",
+    "regularity",
+    "approximation",
+    "contraction",
+    "gaussian_analysis",
 ]
