@@ -27,11 +27,10 @@ import torch
 from torch import Tensor
 
 from ._validation import check_finite, check_positive_int, check_real, check_tokens
+from .regularity import invariant_radius, lipschitz_bound
 
 __all__ = [
     "max_token_norm",
-    "invariant_radius",
-    "attention_lipschitz_bound",
     "euler_error_bound",
     "euler_step_limit",
     "log10_euler_step_limit",
@@ -70,79 +69,6 @@ def max_token_norm(x: Tensor) -> Tensor:
     """
     x = check_tokens(x, "x")
     return torch.linalg.vector_norm(x, dim=-1).amax(dim=-1)
-
-
-def invariant_radius(V: Tensor | None, radius0: float, t: float) -> float:
-    r"""Radius :math:`R_0 e^{\|V\| t}` of a ball that contains every token at depth ``t``.
-
-    Each softmax-attention velocity is ``V`` applied to a convex combination of tokens, so
-    :math:`\tfrac{d}{dt}\max_i|x_i| \le \|V\| \max_i |x_i|` and Grönwall's lemma gives the bound.
-
-    Parameters
-    ----------
-    V : Tensor, shape (d, d), or None
-        Value matrix (``None`` = identity).
-    radius0 : float
-        :math:`R_0 \ge \max_i |x_i(0)|`.
-    t : float
-        Depth, ``t >= 0``.
-
-    Raises
-    ------
-    ValueError
-        If ``radius0 < 0``, ``t < 0`` or ``V`` is not a matrix.
-    """
-    radius0 = check_real(radius0, "radius0", nonnegative=True)
-    t = check_real(t, "t", nonnegative=True)
-    return radius0 * math.exp(_spectral_norm(V, "V") * t)
-
-
-def attention_lipschitz_bound(
-    radius: float,
-    *,
-    Q: Tensor | None = None,
-    K: Tensor | None = None,
-    V: Tensor | None = None,
-    beta: float = 1.0,
-) -> float:
-    r"""Lipschitz constant of softmax attention on :math:`\{X : \max_i |x_i| \le R\}`, in the max-over-tokens norm.
-
-    .. math::
-
-        \Lambda_R = \|V\|\,\big(1 + 2|\beta|\,\|K^\top Q\|\,R^2\big),
-
-    independent of the number of tokens ``n``. It bounds the operator norm of the Jacobian
-    :math:`DF(X)` (from and to the max-over-tokens norm) at every point of the ball, which is convex.
-
-    Parameters
-    ----------
-    radius : float
-        ``R >= 0``.
-    Q, K : Tensor, shape (k, d), optional
-        Query and key matrices (``None`` = identity).
-    V : Tensor, shape (d, d), optional
-        Value matrix (``None`` = identity).
-    beta : float
-        Inverse temperature (any real number; its absolute value enters).
-
-    Raises
-    ------
-    ValueError
-        If ``radius < 0``, ``beta`` is not finite, or ``Q`` and ``K`` have different shapes.
-    """
-    radius = check_real(radius, "radius", nonnegative=True)
-    beta = check_real(beta, "beta")
-    if Q is not None and K is not None and Q.shape != K.shape:
-        raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Q.shape)} and {tuple(K.shape)}")
-    if Q is None and K is None:
-        a = 1.0
-    elif Q is None:
-        a = _spectral_norm(K, "K")
-    elif K is None:
-        a = _spectral_norm(Q, "Q")
-    else:
-        a = _spectral_norm(K.to(torch.float64).T @ Q.to(torch.float64), "K^T Q")
-    return _spectral_norm(V, "V") * (1.0 + 2.0 * abs(beta) * a * radius**2)
 
 
 def _phi(lipschitz: float, t1: float) -> float:
@@ -302,9 +228,10 @@ def attention_flow_constants(
     t1 = check_real(t1, "t1", nonnegative=True)
     delta = check_real(delta, "delta", positive=True)
     r0 = float(max_token_norm(x0).max())
-    r_t = invariant_radius(V, r0, t1)
-    lam_t = attention_lipschitz_bound(r_t, Q=Q, K=K, V=V, beta=beta)
-    lam = attention_lipschitz_bound(r_t + delta, Q=Q, K=K, V=V, beta=beta)
+    # chapter 2's invariant ball and Lipschitz bound (flowlib.regularity), in the max-over-tokens norm
+    r_t = invariant_radius(r0, t1, V)
+    lam_t = lipschitz_bound(r_t, beta, Q, K, V)
+    lam = lipschitz_bound(r_t + delta, beta, Q, K, V)
     C = lam_t * _spectral_norm(V, "V") * r_t
     h_max = euler_step_limit(C=C, lipschitz=lam, t1=t1, delta=delta)
     log10_h = log10_euler_step_limit(C=C, lipschitz=lam, t1=t1, delta=delta)

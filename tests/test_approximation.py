@@ -9,6 +9,7 @@ import torch
 
 import flowlib as fl
 from flowlib import approximation as ap
+from flowlib import regularity as rg
 
 F64 = torch.float64
 
@@ -19,14 +20,14 @@ def test_max_token_norm_is_the_largest_token_norm():
 
 
 def test_invariant_radius_closed_form_and_contains_the_flow(gen):
-    assert ap.invariant_radius(2.0 * torch.eye(2, dtype=F64), 1.5, 0.5) == pytest.approx(1.5 * math.e)
-    assert ap.invariant_radius(None, 2.0, 1.0) == pytest.approx(2.0 * math.e)
+    assert rg.invariant_radius(1.5, 0.5, 2.0 * torch.eye(2, dtype=F64)) == pytest.approx(1.5 * math.e)
+    assert rg.invariant_radius(2.0, 1.0, None) == pytest.approx(2.0 * math.e)
     V = fl.gaussian_matrix(3, 3, generator=gen)
     x0 = torch.randn(10, 3, generator=gen, dtype=F64)
     traj = fl.simulate(fl.SoftmaxAttention(V=V, beta=2.0), x0, t1=1.0, n_steps=200, method="rk4")
     r0 = float(ap.max_token_norm(x0))
     radii = ap.max_token_norm(traj.x)
-    bounds = torch.tensor([ap.invariant_radius(V, r0, float(t)) for t in traj.t], dtype=F64)
+    bounds = torch.tensor([rg.invariant_radius(r0, float(t), V) for t in traj.t], dtype=F64)
     assert bool((radii <= bounds + 1e-12).all())
 
 
@@ -48,9 +49,9 @@ def test_lipschitz_bound_dominates_the_jacobian_and_is_not_vacuous(gen, beta):
     best = 0.0
     for _ in range(30):
         x = (2 * torch.rand(6, generator=gen, dtype=F64) - 1) * R
-        best = max(best, _jacobian_inf_norm_1d(x, beta) / ap.attention_lipschitz_bound(R, beta=beta))
+        best = max(best, _jacobian_inf_norm_1d(x, beta) / rg.lipschitz_bound(R, beta))
     # two tokens on a grid of [-R, R]^2: the bound is attained up to a factor 6 (about 2, 3, 5 for these betas)
-    bound = ap.attention_lipschitz_bound(R, beta=beta)
+    bound = rg.lipschitz_bound(R, beta)
     grid = torch.linspace(-R, R, 21, dtype=F64)
     edge = max(_jacobian_inf_norm_1d(torch.stack([a, c]), beta) for a in grid for c in grid)
     assert best <= 1.0 and edge <= bound
@@ -62,9 +63,9 @@ def test_lipschitz_bound_formula(gen):
     V = fl.gaussian_matrix(3, 3, generator=gen)
     a = float(torch.linalg.matrix_norm(K.T @ Q, ord=2))
     v = float(torch.linalg.matrix_norm(V, ord=2))
-    got = ap.attention_lipschitz_bound(2.0, Q=Q, K=K, V=V, beta=-0.5)
+    got = rg.lipschitz_bound(2.0, -0.5, Q, K, V)
     assert got == pytest.approx(v * (1 + 2 * 0.5 * a * 4.0))
-    assert ap.attention_lipschitz_bound(0.0, Q=Q, K=K, V=V) == pytest.approx(v)
+    assert rg.lipschitz_bound(0.0, 1.0, Q, K, V) == pytest.approx(v)
 
 
 def test_error_bound_lambda_zero_and_continuity():
@@ -171,7 +172,7 @@ def test_iid_weights_moments_and_sde_scaling(gen):
 
 def test_validation():
     with pytest.raises(ValueError):
-        ap.invariant_radius(None, -1.0, 1.0)
+        rg.invariant_radius(-1.0, 1.0, None)
     with pytest.raises(ValueError):
         ap.euler_error_bound(C=1.0, lipschitz=-1.0, t1=1.0, h=0.1)
     with pytest.raises(ValueError):
@@ -179,7 +180,7 @@ def test_validation():
     with pytest.raises(ValueError):
         ap.euler_step_limit(C=1.0, lipschitz=1.0, t1=1.0, delta=0.0)
     with pytest.raises(ValueError):
-        ap.attention_lipschitz_bound(1.0, Q=torch.eye(2, dtype=F64), K=torch.eye(3, dtype=F64))
+        rg.lipschitz_bound(1.0, 1.0, torch.eye(2, dtype=F64), torch.eye(3, dtype=F64))
     with pytest.raises(TypeError):
         ap.residual_network(3, torch.zeros(2, 2, dtype=F64), t1=1.0, n_layers=2)
     with pytest.raises(ValueError):
