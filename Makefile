@@ -9,11 +9,13 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PYTEST_MARKERS ?= not slow and not gpu
 
-.PHONY: assignments book-student book test test-all test-gpu test-colab lint clean install html-path strip browser-deps bench
+.PHONY: assignments book-student book test test-all test-gpu test-colab lint clean install html-path strip browser-deps bench \
+	setup-cells dist
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC) || $(PY) -m pip install -q "torch>=2.2"
+	$(PY) -m pip uninstall -q -y flowlib 2>/dev/null || true  # the distribution's name before 0.2.0's release
 	$(PY) -m pip install -q -r requirements.txt -e ".[dev,book]"
 	touch $(STAMP)
 
@@ -26,7 +28,7 @@ book: $(STAMP)
 	@$(PY) -c "import os, webbrowser; os.environ.get('CI') or webbrowser.open('file://$(CURDIR)/_build/html/index.html')" || true
 
 test: $(STAMP) browser-deps
-	$(PY) -m ruff check flowlib tests benchmarks assignments
+	$(PY) -m ruff check flowlib tests benchmarks assignments tools
 	$(PY) -m pytest -m "$(PYTEST_MARKERS)"
 
 test-all: $(STAMP) browser-deps
@@ -76,11 +78,22 @@ test-gpu:
 	FLOWLIB_REQUIRE_GPU=1 $(VENV_GPU)/bin/python -m pytest -m gpu
 
 lint: $(STAMP)
-	$(PY) -m ruff check flowlib tests benchmarks assignments
-	$(PY) -m ruff format --check flowlib tests benchmarks assignments
+	$(PY) -m ruff check flowlib tests benchmarks assignments tools
+	$(PY) -m ruff format --check flowlib tests benchmarks assignments tools
+
+# Write tools/setup_cell.py (the pinned `tokens-in-motion[notebooks]==<version>` install) into every chapter's
+# first code cell and every assignment's install block. Run it after changing the template or the version.
+setup-cells: $(STAMP)
+	$(PY) tools/sync_setup_cells.py
+
+# The wheel and the sdist of the distribution `tokens-in-motion` into dist/ (the release workflow does this on a tag).
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
 
 strip: $(STAMP)
 	$(PY) tests/strip_outputs.py chapters
 
 clean:
-	rm -rf _build .pytest_cache .hypothesis
+	rm -rf _build .pytest_cache .hypothesis dist build

@@ -66,6 +66,13 @@ def max_token_norm(x: Tensor) -> Tensor:
     -------
     Tensor, shape (...)
         One value per independent system.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import max_token_norm
+    >>> max_token_norm(torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
+    tensor(5.)
     """
     x = check_tokens(x, "x")
     return torch.linalg.vector_norm(x, dim=-1).amax(dim=-1)
@@ -107,6 +114,13 @@ def euler_error_bound(*, C: float, lipschitz: float, t1: float, h: float) -> flo
     ------
     ValueError
         If a constant is negative or not finite, or ``h <= 0``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import euler_error_bound
+    >>> round(euler_error_bound(C=1.0, lipschitz=0.0, t1=1.0, h=0.1), 6)  # Lambda = 0: C h T / 2
+    0.05
     """
     C = check_real(C, "C", nonnegative=True)
     lipschitz = check_real(lipschitz, "lipschitz", nonnegative=True)
@@ -125,6 +139,14 @@ def euler_step_limit(*, C: float, lipschitz: float, t1: float, delta: float) -> 
     ------
     ValueError
         If a constant is negative or not finite, or ``delta <= 0``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import euler_error_bound, euler_step_limit
+    >>> h0 = euler_step_limit(C=1.0, lipschitz=1.0, t1=1.0, delta=0.01)
+    >>> round(euler_error_bound(C=1.0, lipschitz=1.0, t1=1.0, h=h0), 12)  # the bound reaches the tube's width
+    0.01
     """
     C = check_real(C, "C", nonnegative=True)
     lipschitz = check_real(lipschitz, "lipschitz", nonnegative=True)
@@ -141,6 +163,15 @@ def log10_euler_step_limit(*, C: float, lipschitz: float, t1: float, delta: floa
     ------
     ValueError
         If a constant is negative or not finite, or ``delta <= 0``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import euler_step_limit, log10_euler_step_limit
+    >>> euler_step_limit(C=1.0, lipschitz=1000.0, t1=1.0, delta=0.01)  # underflows
+    0.0
+    >>> round(log10_euler_step_limit(C=1.0, lipschitz=1000.0, t1=1.0, delta=0.01), 1)
+    -433.0
     """
     C = check_real(C, "C", nonnegative=True)
     lipschitz = check_real(lipschitz, "lipschitz", nonnegative=True)
@@ -175,6 +206,14 @@ class AttentionFlowConstants:
         (``0.0`` if it underflows).
     log10_h_max : float
         :math:`\\log_{10} h_0`, finite even when ``h_max`` underflows.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import attention_flow_constants
+    >>> c = attention_flow_constants(torch.eye(2, dtype=torch.float64), t1=1.0, delta=0.1)
+    >>> type(c).__name__, c.radius0, round(c.radius_t, 6)
+    ('AttentionFlowConstants', 1.0, 2.718282)
     """
 
     radius0: float
@@ -222,6 +261,14 @@ def attention_flow_constants(
     ------
     ValueError, TypeError
         On bad tokens or constants.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import attention_flow_constants
+    >>> c = attention_flow_constants(torch.eye(2, dtype=torch.float64), t1=1.0, delta=0.1, beta=0.5)
+    >>> c.h_max > 0, c.lipschitz > 0, c.C > 0
+    (True, True, True)
     """
     x0 = check_tokens(x0, "x0")
     check_finite(x0, "x0")
@@ -271,6 +318,14 @@ def residual_network(
         If ``layer`` is not callable or ``x0`` is not a floating tensor.
     ValueError
         If ``n_layers < 1``, ``t1 <= 0``, or a layer returns a tensor of the wrong shape.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import residual_network
+    >>> xs = residual_network(lambda x, layer: -x, torch.ones(1, 1, dtype=torch.float64), t1=1.0, n_layers=4)
+    >>> xs.shape, xs[-1].item()  # (1 - 1/4)^4
+    (torch.Size([5, 1, 1]), 0.31640625)
     """
     if not callable(layer):
         raise TypeError(f"layer must be callable, layer(x, l) -> v; got {type(layer).__name__}")
@@ -334,6 +389,14 @@ def iid_layer_weights(
     ------
     ValueError
         If ``mean`` is not a matrix, ``std < 0``, ``t1 <= 0`` or ``regime`` is unknown.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.approximation import iid_layer_weights
+    >>> W = iid_layer_weights(torch.eye(2, dtype=torch.float64), 0.1, 8, generator=torch.Generator().manual_seed(0))
+    >>> W.shape, W.dtype
+    (torch.Size([8, 2, 2]), torch.float64)
     """
     if not isinstance(mean, Tensor):
         raise TypeError(f"mean must be a torch.Tensor of shape (p, q); got {type(mean).__name__}")

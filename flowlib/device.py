@@ -39,7 +39,14 @@ def default_device() -> torch.device:
 
 
 def describe_device(device: torch.device | str | None = None) -> str:
-    """A human-readable description of ``device`` (default: :func:`default_device`), for tables."""
+    """A human-readable description of ``device`` (default: :func:`default_device`), for tables.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.describe_device("cpu").startswith("CPU")
+    True
+    """
     device = torch.device(device) if device is not None else default_device()
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
@@ -73,6 +80,13 @@ class CallStats:
         Peak memory the call added on its device: on CUDA from the caching allocator's peak
         statistics, on a Linux CPU from the process's peak resident set (``VmHWM``, reset just
         before the call). ``None`` where neither is available (other systems, MPS).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> stats = fl.measure_call(lambda: torch.arange(4).sum())
+    >>> type(stats).__name__, stats.result.item(), stats.seconds >= 0
+    ('CallStats', 6, True)
     """
 
     result: Any

@@ -40,6 +40,15 @@ def interaction_energy(x: Tensor, beta: float) -> Tensor:
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    >>> fl.interaction_energy(x, beta=1.0)  # one cluster: e^beta / (2 beta)
+    tensor(1.3591)
+    >>> torch.e / 2
+    1.3591409142295225
     """
     x = check_tokens(x)
     beta = check_real(beta, "beta", positive=True)
@@ -49,7 +58,19 @@ def interaction_energy(x: Tensor, beta: float) -> Tensor:
 
 
 def pairwise_inner_products(x: Tensor, *, offdiag: bool = True) -> Tensor:
-    """Gram matrix ``<x_i, x_j>`` ``(..., n, n)``, or its off-diagonal entries ``(..., n(n-1))`` if ``offdiag``."""
+    """Gram matrix ``<x_i, x_j>`` ``(..., n, n)``, or its off-diagonal entries ``(..., n(n-1))`` if ``offdiag``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> fl.pairwise_inner_products(x, offdiag=False)
+    tensor([[1., 0., 1.],
+            [0., 1., 1.],
+            [1., 1., 2.]])
+    >>> fl.pairwise_inner_products(x)
+    tensor([0., 1., 0., 1., 1., 1.])
+    """
     x = check_tokens(x)
     G = x @ x.mT
     if not offdiag:
@@ -70,6 +91,14 @@ def equiangular_rhs(gamma: Tensor | float, beta: float, n: int, *, normalized: b
         \dot\gamma = \frac{2 e^{\beta\gamma}(1-\gamma)((n-1)\gamma+1)}{e^{\beta} + (n-1)e^{\beta\gamma}} \ \text{(SA)},
         \qquad
         \dot\gamma = \frac{2}{n} e^{\beta\gamma}(1-\gamma)((n-1)\gamma+1) \ \text{(USA)}.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.equiangular_rhs(1.0, beta=1.0, n=4)  # gamma = 1 (one cluster) is an equilibrium
+    0.0
+    >>> fl.equiangular_rhs(0.0, beta=1.0, n=4) > 0  # orthogonal tokens attract
+    True
     """
     beta = check_real(beta, "beta")
     n = check_positive_int(n, "n")
@@ -92,6 +121,13 @@ def cluster_count(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     Returns
     -------
     Tensor of int64, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> fl.cluster_count(x)
+    tensor(2)
     """
     x = check_tokens(x)
     close = (x @ x.mT) > threshold
@@ -132,6 +168,15 @@ def equiangular_solution(
     Returns
     -------
     Tensor of float64, shape (S,)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> gamma = fl.equiangular_solution(beta=1.0, n=4, t=[0.0, 1.0, 10.0])
+    >>> gamma.dtype, gamma[0].item()
+    (torch.float64, 0.0)
+    >>> bool(gamma[1] < gamma[2] < 1)  # increases towards 1
+    True
     """
     t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
     n_substeps = check_positive_int(n_substeps, "n_substeps")
@@ -163,6 +208,13 @@ def hitting_time(
 
     Integrates with RK4 steps of ``dt`` and locates the crossing by linear interpolation within the
     last step (error O(dt^2) on top of RK4's). Returns ``inf`` if it is not reached by ``t_max``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> t1 = fl.hitting_time(1.0, 4); t2 = fl.hitting_time(4.0, 4)
+    >>> 0 < t1 < t2  # a larger beta clusters later
+    True
     """
     delta = check_real(delta, "delta", positive=True)
     dt = check_real(dt, "dt", positive=True)
@@ -181,7 +233,15 @@ def hitting_time(
 
 
 def clustered_fraction(x: Tensor, *, threshold: float = 0.999) -> Tensor:
-    """Fraction of ordered pairs ``i != j`` with ``<x_i, x_j> > threshold`` (GLPR's phase-diagram statistic), shape ``(...)``."""
+    """Fraction of ordered pairs ``i != j`` with ``<x_i, x_j> > threshold`` (GLPR's phase-diagram statistic), shape ``(...)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> fl.clustered_fraction(x)  # 2 of the 6 ordered pairs coincide
+    tensor(0.3333)
+    """
     x = check_tokens(x)
     n = x.shape[-2]
     if n < 2:
@@ -217,6 +277,15 @@ def phase_diagram(
     -------
     t : Tensor, shape (S,)
     fraction : Tensor, shape (len(betas), S)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> t, frac = fl.phase_diagram([1.0, 4.0], n=8, d=3, t1=4.0, n_systems=4, step=0.5, generator=torch.Generator().manual_seed(0))
+    >>> t.shape, frac.shape
+    (torch.Size([9]), torch.Size([2, 9]))
+    >>> bool((frac >= 0).all() and (frac <= 1).all())
+    True
     """
 
     betas = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)

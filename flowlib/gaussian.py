@@ -76,7 +76,20 @@ _ALIVE_CHECK = 16
 
 # ----------------------------------------------------------------------------- helpers
 def symmetric_sqrt(S: Tensor) -> Tensor:
-    """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` (eigenvalues clamped at 0)."""
+    """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` (eigenvalues clamped at 0).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import symmetric_sqrt
+    >>> S = torch.tensor([[4.0, 0.0], [0.0, 9.0]], dtype=torch.float64)
+    >>> symmetric_sqrt(S)
+    tensor([[2., 0.],
+            [0., 3.]], dtype=torch.float64)
+    >>> R = symmetric_sqrt(torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+    >>> torch.allclose(R @ R, torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
+    True
+    """
     w, U = torch.linalg.eigh(0.5 * (S + S.mT))
     return (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
 
@@ -87,6 +100,15 @@ def trace_normalized_coordinates(S: Tensor) -> Tensor:
     With :math:`S = \begin{pmatrix} a & c\\ c & b\end{pmatrix}`, :math:`u = (a-b)/(a+b)` and
     :math:`w = 2c/(a+b)`. Positive semi-definite matrices map into the closed unit disc and rank-one
     matrices onto the unit circle.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import trace_normalized_coordinates
+    >>> trace_normalized_coordinates(torch.eye(2))  # isotropic: the centre of the disc
+    tensor([0., 0.])
+    >>> trace_normalized_coordinates(torch.tensor([[1.0, 0.0], [0.0, 0.0]])).norm().item()  # rank one: on the circle
+    1.0
     """
     if S.shape[-2:] != (2, 2):
         raise ValueError(f"trace_normalized_coordinates needs 2x2 matrices; got shape {tuple(S.shape)}")
@@ -148,7 +170,20 @@ def _resolve(kind, Q, K, V, beta, W):
 
 
 def score_matrix(Q: Tensor | None, K: Tensor | None, *, beta: float = 1.0, d: int | None = None) -> Tensor:
-    r"""The matrix :math:`A = \beta K^\top Q` with :math:`\beta\langle Qx, Ky\rangle = \langle Ax, y\rangle`."""
+    r"""The matrix :math:`A = \beta K^\top Q` with :math:`\beta\langle Qx, Ky\rangle = \langle Ax, y\rangle`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import score_matrix
+    >>> Q = torch.tensor([[1.0, 2.0], [0.0, 1.0]]); K = torch.eye(2)
+    >>> score_matrix(Q, K, beta=2.0)  # beta K^T Q
+    tensor([[2., 4.],
+            [0., 2.]])
+    >>> score_matrix(None, None, d=2)
+    tensor([[1., 0.],
+            [0., 1.]], dtype=torch.float64)
+    """
     if Q is None and K is None:
         if d is None:
             raise ValueError("score_matrix needs d when Q and K are both None")
@@ -169,6 +204,14 @@ def sinkhorn_coupling(cov: Tensor, B: Tensor) -> Tensor:
     The coupling :math:`\pi(dx, dy) \propto e^{f(x) + g(y) + x^\top B y}\mu(dx)\mu(dy)` with both marginals
     :math:`\mu` is Gaussian, and :math:`\mathbb E_\pi[y \mid x] = \alpha + S B^\top(x - \alpha)`. Returns
     ``S @ B.T``, shape ``(..., d, d)``. Works for singular ``B`` and ``cov``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import sinkhorn_coupling
+    >>> C = sinkhorn_coupling(torch.eye(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
+    >>> C.shape, torch.allclose(C, C.T)
+    (torch.Size([2, 2]), True)
     """
     R = symmetric_sqrt(cov)
     N = R @ B.mT @ cov @ B @ R
@@ -217,6 +260,15 @@ def affine_velocity(
     ------
     ValueError
         Unknown kind, a kind without a Gaussian closure (sigmoid, masked), or shapes that do not match.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> mean = torch.zeros(2, dtype=torch.float64); cov = torch.eye(2, dtype=torch.float64)
+    >>> b, J = fl.affine_velocity("softmax", mean, cov, beta=0.5)
+    >>> b, J  # Q = K = V = I and Sigma = I: b = 0, J = beta I
+    (tensor([0., 0.], dtype=torch.float64), tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64))
     """
     kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
     cov = _check_cov(cov)
@@ -285,13 +337,31 @@ def _affine(kind: str, m: dict[str, Tensor], mean: Tensor, cov: Tensor) -> tuple
 
 
 def mean_rhs(kind, mean, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
-    r""":math:`\dot\alpha = b + J\alpha` (shape ``(..., d)``); arguments as in :func:`affine_velocity`."""
+    r""":math:`\dot\alpha = b + J\alpha` (shape ``(..., d)``); arguments as in :func:`affine_velocity`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import mean_rhs
+    >>> mean = torch.tensor([1.0, 0.0], dtype=torch.float64); cov = torch.eye(2, dtype=torch.float64)
+    >>> mean_rhs("softmax", mean, cov, beta=0.5)  # V = I: the mean moves by b + J mean
+    tensor([1.5000, 0.0000], dtype=torch.float64)
+    """
     b, J = affine_velocity(kind, mean, cov, Q, K, V, beta=beta, W=W)
     return b + (J @ torch.as_tensor(mean).to(J).unsqueeze(-1)).squeeze(-1)
 
 
 def covariance_rhs(kind, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
-    r""":math:`\dot\Sigma = J\Sigma + \Sigma J^\top` (shape ``(..., d, d)``); arguments as in :func:`affine_velocity`."""
+    r""":math:`\dot\Sigma = J\Sigma + \Sigma J^\top` (shape ``(..., d, d)``); arguments as in :func:`affine_velocity`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> cov = torch.eye(2, dtype=torch.float64)
+    >>> fl.covariance_rhs("softmax", cov, beta=0.5)  # J Sigma + Sigma J^T
+    tensor([[1., 0.],
+            [0., 1.]], dtype=torch.float64)
+    """
     cov = _check_cov(cov)
     zero = torch.zeros(cov.shape[:-1], dtype=cov.dtype, device=cov.device)
     _, J = affine_velocity(kind, zero, cov, Q, K, V, beta=beta, W=W)
@@ -304,6 +374,14 @@ def softmax_covariance_closed_form(cov0: Tensor, A: Tensor, t: float | Tensor) -
     r"""Exact covariance for softmax attention with :math:`V = I`: :math:`\Sigma(t) = (\Sigma_0^{-1} - t(A + A^\top))^{-1}`.
 
     Valid for ``t`` below :func:`blowup_time`. ``t`` may be a tensor of shape ``(S,)``, giving ``(S, d, d)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import softmax_covariance_closed_form
+    >>> softmax_covariance_closed_form(torch.eye(2, dtype=torch.float64), 0.5 * torch.eye(2, dtype=torch.float64), 0.25)  # (1 - 0.25)^-1 I
+    tensor([[1.3333, 0.0000],
+            [0.0000, 1.3333]], dtype=torch.float64)
     """
     cov0 = _check_cov(cov0, "cov0")
     A = torch.as_tensor(A).to(cov0)
@@ -316,7 +394,17 @@ def softmax_covariance_closed_form(cov0: Tensor, A: Tensor, t: float | Tensor) -
 
 def blowup_time(cov0: Tensor, A: Tensor) -> float:
     r"""Blow-up time :math:`t^* = 1/\lambda_{\max}(\Sigma_0^{1/2}(A + A^\top)\Sigma_0^{1/2})` of the softmax
-    covariance with :math:`V = I`, or ``inf`` if :math:`A + A^\top` has no positive eigenvalue."""
+    covariance with :math:`V = I`, or ``inf`` if :math:`A + A^\top` has no positive eigenvalue.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import blowup_time
+    >>> blowup_time(torch.eye(2, dtype=torch.float64), 0.5 * torch.eye(2, dtype=torch.float64))  # 1 / lambda_max(A + A^T)
+    1.0
+    >>> blowup_time(torch.eye(2, dtype=torch.float64), -torch.eye(2, dtype=torch.float64))  # contracting: never
+    inf
+    """
     cov0 = _check_cov(cov0, "cov0")
     if cov0.ndim != 2:
         raise ValueError(f"blowup_time takes one covariance (d, d); got {tuple(cov0.shape)}")
@@ -331,7 +419,17 @@ def blowup_time(cov0: Tensor, A: Tensor) -> float:
 def limit_covariance(cov0: Tensor, Q: Tensor, *, tol: float = 1e-10) -> Tensor:
     r"""Limit :math:`\Sigma_\infty = Z(Z^\top\Sigma_0^{-1}Z)^{-1}Z^\top` of the softmax covariance with
     :math:`V = I` and :math:`K = -Q` (so :math:`A + A^\top = -2\beta Q^\top Q \preceq 0`), where the
-    columns of :math:`Z` are an orthonormal basis of :math:`\ker Q`. Its rank is :math:`d - \operatorname{rank} Q`."""
+    columns of :math:`Z` are an orthonormal basis of :math:`\ker Q`. Its rank is :math:`d - \operatorname{rank} Q`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian import limit_covariance
+    >>> Q = torch.tensor([[1.0, 0.0]], dtype=torch.float64)  # ker Q = span(e_2)
+    >>> limit_covariance(torch.eye(2, dtype=torch.float64), Q)  # all the variance left is along e_2
+    tensor([[0., 0.],
+            [0., 1.]], dtype=torch.float64)
+    """
     cov0 = _check_cov(cov0, "cov0")
     Q = torch.as_tensor(Q).to(cov0)
     d = cov0.shape[-1]
@@ -366,6 +464,13 @@ class GaussianSolution:
     stop_time : Tensor, shape (...)
         Time of each system's last admissible state (``t1`` if it never blew up).
     kind : str
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> sol = fl.solve_gaussian("softmax", torch.zeros(1, dtype=torch.float64), torch.eye(1, dtype=torch.float64), t1=2.0, n_steps=200)
+    >>> sol.status, round(sol.stop_time.item(), 2)  # Sigma(t) = 1 / (1 - 2t) blows up at t = 1/2
+    ('blowup', 0.5)
     """
 
     t: Tensor
@@ -431,6 +536,18 @@ def solve_gaussian(
     Returns
     -------
     GaussianSolution
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> mean0 = torch.zeros(2, dtype=torch.float64); cov0 = torch.eye(2, dtype=torch.float64)
+    >>> sol = fl.solve_gaussian("softmax", mean0, cov0, t1=0.4, n_steps=40, beta=0.5)
+    >>> sol.status, sol.t.shape, sol.cov.shape
+    ('ok', torch.Size([41]), torch.Size([41, 2, 2]))
+    >>> A = 0.5 * torch.eye(2, dtype=torch.float64)
+    >>> exact = fl.gaussian.softmax_covariance_closed_form(cov0, A, 0.4)
+    >>> torch.allclose(sol.cov[-1], exact)  # the closed form (Sigma_0^-1 - t (A + A^T))^-1
+    True
     """
     kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
     cov0 = _check_cov(cov0, "cov0")

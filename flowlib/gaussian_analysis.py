@@ -96,6 +96,15 @@ def blowup_limit_shape(cov0: Tensor, A: Tensor, *, rtol: float = 1e-8) -> tuple[
     ValueError
         If ``cov0`` is not symmetric positive definite, shapes differ, or :math:`\lambda_{\max}(R) \le 0`
         (then there is no blow-up).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian_analysis import blowup_limit_shape
+    >>> shape, m = blowup_limit_shape(torch.eye(2, dtype=torch.float64), torch.diag(torch.tensor([1.0, 0.5], dtype=torch.float64)))
+    >>> shape, m  # the covariance collapses onto the most unstable direction
+    (tensor([[1., 0.],
+            [0., 0.]], dtype=torch.float64), 1)
     """
     cov0 = _cov(cov0)
     A = _matrix(A, "A", cov0.shape[0], cov0)
@@ -128,6 +137,13 @@ def normaliser_criterion(cov: Tensor, A: Tensor) -> float:
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian_analysis import normaliser_criterion
+    >>> normaliser_criterion(torch.eye(2, dtype=torch.float64), 0.5 * torch.eye(2, dtype=torch.float64))
+    0.25
     """
     cov = _cov(cov)
     A = _matrix(A, "A", cov.shape[0], cov)
@@ -150,6 +166,14 @@ def normaliser_relative_variance(x: Tensor, cov: Tensor, A: Tensor) -> Tensor:
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian_analysis import normaliser_relative_variance
+    >>> x = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    >>> torch.allclose(normaliser_relative_variance(x, torch.eye(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)), torch.tensor([torch.e - 1], dtype=torch.float64))
+    True
     """
     cov = _cov(cov)
     A = _matrix(A, "A", cov.shape[0], cov)
@@ -174,6 +198,16 @@ def expected_relative_variance(mean: Tensor, cov: Tensor, A: Tensor) -> float:
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian_analysis import expected_relative_variance
+    >>> I = torch.eye(2, dtype=torch.float64)
+    >>> expected_relative_variance(torch.zeros(2, dtype=torch.float64), I, 0.1 * I) < 0.1
+    True
+    >>> expected_relative_variance(torch.zeros(2, dtype=torch.float64), I, I)  # heavy-tailed: infinite
+    inf
     """
     cov = _cov(cov)
     d = cov.shape[0]
@@ -216,6 +250,15 @@ def snis_asymptotic_variance(x: Tensor, cov: Tensor, A: Tensor, V: Tensor | None
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.gaussian_analysis import snis_asymptotic_variance
+    >>> I = torch.eye(2, dtype=torch.float64)
+    >>> v = snis_asymptotic_variance(torch.zeros(1, 2, dtype=torch.float64), I, 0.1 * I)
+    >>> v.shape, bool(v.item() > 0)
+    (torch.Size([1]), True)
     """
     cov = _cov(cov)
     d = cov.shape[0]

@@ -43,7 +43,17 @@ def uniform_sphere(
     device=None,
     dtype=None,
 ) -> Tensor:
-    """``n`` i.i.d. uniform points on the unit sphere of R^d, shape ``(*batch_shape, n, d)``."""
+    """``n`` i.i.d. uniform points on the unit sphere of R^d, shape ``(*batch_shape, n, d)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = fl.uniform_sphere(5, 3, batch_shape=(2,), generator=torch.Generator().manual_seed(0))
+    >>> x.shape
+    torch.Size([2, 5, 3])
+    >>> torch.allclose(x.norm(dim=-1), torch.ones_like(x[..., 0]))
+    True
+    """
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
     z = _randn((*batch_shape, n, d), generator, device, dtype)
@@ -69,6 +79,17 @@ def gaussian_tokens(
     ValueError
         If ``mean`` is not ``(d,)``, ``cov`` not ``(d, d)``, or ``cov`` is not symmetric positive
         semi-definite (to round-off).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> mean = torch.tensor([1.0, -1.0], dtype=torch.float64); cov = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    >>> x = fl.gaussian_tokens(20000, mean, cov, generator=torch.Generator().manual_seed(0))
+    >>> x.shape, x.dtype
+    (torch.Size([20000, 2]), torch.float64)
+    >>> m, c = fl.empirical_moments(x)
+    >>> torch.allclose(m, mean, atol=0.05) and torch.allclose(c, cov, atol=0.05)
+    True
     """
     n = check_positive_int(n, "n")
     mean = torch.as_tensor(mean)
@@ -100,7 +121,15 @@ def random_orthonormal(
     device=None,
     dtype=None,
 ) -> Tensor:
-    """``n <= d`` orthonormal tokens in R^d (rows of a random orthogonal matrix), shape ``(n, d)``."""
+    """``n <= d`` orthonormal tokens in R^d (rows of a random orthogonal matrix), shape ``(n, d)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = fl.random_orthonormal(3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> x.shape, torch.allclose(x @ x.T, torch.eye(3, dtype=torch.float64))
+    (torch.Size([3, 5]), True)
+    """
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
     if n > d:
@@ -120,7 +149,15 @@ def gaussian_matrix(
     device=None,
     dtype=None,
 ) -> Tensor:
-    """A ``(rows, cols)`` matrix of i.i.d. N(0, scale^2) entries; default ``scale = 1/sqrt(cols)``."""
+    """A ``(rows, cols)`` matrix of i.i.d. N(0, scale^2) entries; default ``scale = 1/sqrt(cols)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> W = fl.gaussian_matrix(400, 100, generator=torch.Generator().manual_seed(0))
+    >>> W.shape, round(W.var().item() * 100, 1)  # variance 1/cols
+    (torch.Size([400, 100]), 1.0)
+    """
     rows = check_positive_int(rows, "rows")
     cols = check_positive_int(cols, "cols")
     s = 1.0 / math.sqrt(cols) if scale is None else float(scale)

@@ -62,6 +62,14 @@ class Grid:
     dtype : torch.dtype
     device : torch.device
         Where :meth:`axes` and :meth:`centers` are built (the solver follows its density's device).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.pde import Grid
+    >>> grid = fl.make_grid(0.0, 1.0, 4)
+    >>> isinstance(grid, Grid), grid.lower, grid.upper, grid.shape
+    (True, (0.0,), (1.0,), (4,))
     """
 
     lower: tuple[float, ...]
@@ -108,6 +116,15 @@ def make_grid(
     ------
     ValueError
         If the dimension is not 1 or 2, sizes disagree, or ``upper <= lower``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> grid = fl.make_grid(-1.0, 1.0, 4)
+    >>> grid.dim, grid.shape, grid.spacing, grid.cell_volume
+    (1, (4,), (0.5,), 0.5)
+    >>> fl.make_grid([-1.0, -1.0], [1.0, 1.0], [8, 16]).shape
+    (8, 16)
     """
     lower = (lower,) if isinstance(lower, (int, float)) else tuple(lower)
     upper = (upper,) if isinstance(upper, (int, float)) else tuple(upper)
@@ -149,6 +166,16 @@ def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weig
         For a field without a mean-field velocity (Sinkhorn), or an object that is not a field.
     ValueError
         For masked or causal fields, or mismatched shapes.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> points = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    >>> fl.measure_velocity(fl.SoftmaxAttention(beta=0.0), torch.tensor([[0.0], [2.0]], dtype=torch.float64), points)
+    tensor([[0.],
+            [0.]], dtype=torch.float64)
+    >>> fl.measure_velocity(fl.SoftmaxAttention(beta=0.0), torch.tensor([[0.0]], dtype=torch.float64), points, torch.tensor([0.25, 0.75], dtype=torch.float64))
+    tensor([[0.5000]], dtype=torch.float64)
     """
     if not isinstance(field, VelocityField):
         raise TypeError(f"field must be a flowlib VelocityField; got {type(field).__name__}")
@@ -159,6 +186,15 @@ def density_on_grid(grid: Grid, pdf) -> Tensor:
     """Cell averages of ``pdf`` approximated by its values at the centres, renormalised to mass 1.
 
     ``pdf`` maps points ``(..., d)`` to densities ``(...)``. Returns shape ``grid.shape``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.pde import density_on_grid
+    >>> grid = fl.make_grid(0.0, 2.0, 4)
+    >>> rho = density_on_grid(grid, lambda x: torch.ones(x.shape[:-1], dtype=x.dtype))
+    >>> rho, (rho.sum() * grid.cell_volume).item()  # uniform on [0, 2]: density 1/2, mass 1
+    (tensor([0.5000, 0.5000, 0.5000, 0.5000], dtype=torch.float64), 1.0)
     """
     rho = pdf(grid.centers()).to(grid.dtype)
     if rho.shape != grid.shape:
@@ -177,6 +213,15 @@ def quantile_particles(grid: Grid, density: Tensor, n: int) -> Tensor:
     Returns
     -------
     Tensor, shape (n, 1)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.pde import density_on_grid, quantile_particles
+    >>> grid = fl.make_grid(0.0, 1.0, 10)
+    >>> rho = density_on_grid(grid, lambda x: torch.ones(x.shape[:-1], dtype=x.dtype))
+    >>> quantile_particles(grid, rho, 4).squeeze(-1)  # uniform law: the quantiles (i - 1/2) / 4
+    tensor([0.1250, 0.3750, 0.6250, 0.8750], dtype=torch.float64)
     """
     if grid.dim != 1:
         raise ValueError(f"quantile_particles needs a 1-D grid; got dimension {grid.dim}")
@@ -200,7 +245,7 @@ class PDESolution:
     Attributes
     ----------
     t : Tensor, shape (S,)
-    density : Tensor, shape (S, *grid.shape)
+    density : Tensor, shape ``(S, *grid.shape)``
         Cell averages; ``density[s].sum() * grid.cell_volume`` is the mass (1 at every time).
     grid : Grid
     n_steps : int
@@ -209,6 +254,15 @@ class PDESolution:
         Steps retried with half the step because they would have lost positivity.
     max_cfl : float
         Largest CFL number among accepted steps.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> grid = fl.make_grid(-3.0, 3.0, 60)
+    >>> rho0 = fl.pde.density_on_grid(grid, lambda x: torch.exp(-x[..., 0] ** 2))
+    >>> sol = fl.solve_transformer_pde(fl.SoftmaxAttention(beta=0.0), rho0, grid, t1=0.5, n_save=2)
+    >>> type(sol).__name__, sol.density.shape, sol.n_steps > 0, sol.max_cfl <= 0.4
+    ('PDESolution', torch.Size([3, 60]), True, True)
     """
 
     t: Tensor
@@ -307,6 +361,17 @@ def solve_transformer_pde(
     ------
     ValueError
         Bad shapes or values, or if ``max_steps`` is reached.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> grid = fl.make_grid(-4.0, 4.0, 80)
+    >>> rho0 = fl.pde.density_on_grid(grid, lambda x: torch.exp(-x[..., 0] ** 2 / 2))
+    >>> sol = fl.solve_transformer_pde(fl.SoftmaxAttention(beta=1.0), rho0, grid, t1=0.3, n_save=3)
+    >>> sol.t.shape, sol.density.shape
+    (torch.Size([4]), torch.Size([4, 80]))
+    >>> torch.allclose(sol.mass(), torch.ones_like(sol.t))  # conservative: the mass stays 1
+    True
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a flowlib.pde.Grid (see make_grid); got {type(grid).__name__}")

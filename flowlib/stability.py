@@ -44,6 +44,18 @@ def field_jacobian(field: Callable, x: Tensor) -> Tensor:
     -------
     Tensor, shape (..., n, d, n, d)
         ``J[..., i, a, j, b] = d field(x)[..., i, a] / d x[..., j, b]``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    >>> J = fl.field_jacobian(fl.SoftmaxAttention(beta=0.0), x)
+    >>> J.shape
+    torch.Size([3, 2, 3, 2])
+    >>> J[0, :, 0, :]  # beta = 0: v_i is the mean of the 3 tokens, so dv_0/dx_0 = I / 3
+    tensor([[0.3333, 0.0000],
+            [0.0000, 0.3333]], dtype=torch.float64)
     """
     x = check_tokens(x)
     f = as_rhs(field)
@@ -55,7 +67,14 @@ def field_jacobian(field: Callable, x: Tensor) -> Tensor:
 
 
 def log_norm(J: Tensor) -> Tensor:
-    r"""Logarithmic 2-norm :math:`\lambda_{\max}((J + J^\top)/2)` of square matrices ``(..., N, N)``."""
+    r"""Logarithmic 2-norm :math:`\lambda_{\max}((J + J^\top)/2)` of square matrices ``(..., N, N)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.log_norm(torch.tensor([[-1.0, 5.0], [-5.0, -1.0]]))  # a damped rotation: mu = -1 whatever the 5
+    tensor(-1.)
+    """
     if J.ndim < 2 or J.shape[-1] != J.shape[-2]:
         raise ValueError(f"J must have shape (..., N, N); got {tuple(J.shape)}")
     return torch.linalg.eigvalsh(0.5 * (J + J.mT))[..., -1]
@@ -74,6 +93,13 @@ def one_sided_lipschitz(field: Callable, x: Tensor) -> Tensor:
     -------
     Tensor, shape (...)
         ``mu(x)``; negative values mean the flow contracts nearby configurations.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.eye(3, dtype=torch.float64)
+    >>> fl.one_sided_lipschitz(fl.SoftmaxAttention(beta=0.0), x)  # v_i = mean: J = (1/n) 1 1^T (x) I, log-norm 1
+    tensor(1.0000, dtype=torch.float64)
     """
     n, d = x.shape[-2:]
     J = field_jacobian(field, x).reshape(*x.shape[:-2], n * d, n * d)
@@ -109,6 +135,15 @@ def lipschitz_estimate(
     -------
     Tensor
         A 0-d tensor: the estimate of ``||DF(x)||_2``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    >>> est = fl.lipschitz_estimate(fl.SoftmaxAttention(beta=0.0), x, generator=torch.Generator().manual_seed(1))
+    >>> round(est.item(), 6)  # v_i = mean: J = (1/n) 1 1^T (x) I has norm 1
+    1.0
     """
     x = check_tokens(x)
     n_iter = check_positive_int(n_iter, "n_iter")
@@ -170,6 +205,16 @@ def perturbation_growth(
     ------
     ValueError
         If ``delta`` has another shape than ``x0`` or is zero for some system.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x0 = torch.eye(3, dtype=torch.float64); delta = 1e-3 * torch.ones(3, 3, dtype=torch.float64)
+    >>> t, ratio = fl.perturbation_growth(fl.SoftmaxAttention(beta=0.0), x0, delta, t1=1.0, n_steps=10, save_every=5)
+    >>> t
+    tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64)
+    >>> ratio  # v_i = mean moves a common shift c as c' = c: Euler gives (1 + h)^k = 1.1^5, 1.1^10
+    tensor([1.0000, 1.6105, 2.5937], dtype=torch.float64)
     """
     if delta.shape != x0.shape:
         raise ValueError(f"delta must have the shape of x0 {tuple(x0.shape)}; got {tuple(delta.shape)}")
@@ -191,7 +236,14 @@ def euler_step_factor(m: float, lip: float, h: float) -> float:
     multiplies the distance between two states, for a field with one-sided Lipschitz constant ``-m``
     and Lipschitz constant ``lip``. For a linear field ``F(x) = Mx`` it is attained when
     ``M + M^T = -2m I`` and ``M^T M = lip^2 I`` (e.g. ``M = [[-1, 2], [-2, -1]]``); for other fields,
-    even normal ones such as ``diag(-1, -10)``, it can be far from the true factor ``||I + hM||_2``."""
+    even normal ones such as ``diag(-1, -10)``, it can be far from the true factor ``||I + hM||_2``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> round(fl.euler_step_factor(1.0, 1.0, 0.5), 6)  # sqrt(1 - 1 + 0.25)
+    0.5
+    """
     m = check_real(m, "m")
     lip = check_real(lip, "lip", nonnegative=True)
     h = check_real(h, "h", nonnegative=True)
@@ -199,7 +251,16 @@ def euler_step_factor(m: float, lip: float, h: float) -> float:
 
 
 def contraction_step_limit(m: float, lip: float) -> float:
-    r"""Largest step :math:`2m/\mathrm{Lip}^2` for which the Euler bound :func:`euler_step_factor` is below 1."""
+    r"""Largest step :math:`2m/\mathrm{Lip}^2` for which the Euler bound :func:`euler_step_factor` is below 1.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.contraction_step_limit(1.0, 2.0)  # 2m / Lip^2
+    0.5
+    >>> fl.euler_step_factor(1.0, 2.0, 0.5)  # the Euler bound equals 1 at that step
+    1.0
+    """
     m = check_real(m, "m", positive=True)
     lip = check_real(lip, "lip", positive=True)
     return 2.0 * m / (lip * lip)

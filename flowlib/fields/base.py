@@ -22,7 +22,18 @@ __all__ = ["VelocityField", "AttentionField", "apply_linear"]
 
 
 def apply_linear(M: Tensor | None, x: Tensor) -> Tensor:
-    """``y = M x`` for each token (column-vector convention), i.e. ``x @ M^T``; ``None`` is the identity."""
+    """``y = M x`` for each token (column-vector convention), i.e. ``x @ M^T``; ``None`` is the identity.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.fields import apply_linear
+    >>> M = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    >>> apply_linear(M, torch.tensor([[1.0, 0.0]]))  # M x for the column vector x
+    tensor([[0., 1.]])
+    >>> apply_linear(None, torch.tensor([[1.0, 0.0]]))
+    tensor([[1., 0.]])
+    """
     return x if M is None else x @ M.mT
 
 
@@ -47,6 +58,21 @@ class VelocityField(torch.nn.Module, abc.ABC):
         Whether the field is tangent to the unit sphere and expects unit-norm tokens.
     time_dependent : bool
         False: fields here are autonomous (see :class:`flowlib.TimeDependent`).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> class Rotation(fl.VelocityField):  # v_i = (-x_i2, x_i1): every token turns about the origin
+    ...     def velocity(self, x):
+    ...         return torch.stack([-x[..., 1], x[..., 0]], dim=-1)
+    ...
+    ...     def weights(self, x):
+    ...         return torch.eye(x.shape[-2], dtype=x.dtype)
+    ...
+    >>> x0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    >>> traj = fl.simulate(Rotation(), x0, t1=torch.pi / 2, n_steps=32, method="rk4")
+    >>> torch.allclose(traj.final, torch.tensor([[0.0, 1.0]], dtype=torch.float64), atol=1e-6)  # a quarter turn
+    True
     """
 
     on_sphere: ClassVar[bool] = False
@@ -171,6 +197,17 @@ class AttentionField(VelocityField):
         How the O(n^2) sum is computed; see :func:`flowlib.softmax_average`.
     chunk_size : int, optional
         Queries per block for the chunked backend (default: from a memory budget and the device).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> field = fl.SoftmaxAttention(Q=torch.nn.Parameter(torch.eye(2)), K=torch.eye(2), beta=2.0)
+    >>> isinstance(field, fl.AttentionField) and isinstance(field, torch.nn.Module)
+    True
+    >>> [name for name, _ in field.named_parameters()]  # a Parameter trains; K is a buffer
+    ['Q']
+    >>> field.replace(beta=0.5).beta  # a copy with one argument changed
+    0.5
     """
 
     #: Constructor arguments, in the order :meth:`replace` and ``repr`` list them.

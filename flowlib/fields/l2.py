@@ -51,6 +51,15 @@ class L2Attention(AttentionField):
     The logits are computed as ``2 beta <Qx_i, Kx_j> - beta |Kx_j|^2`` (the dropped term
     ``-beta |Qx_i|^2`` is constant along row ``i``), which avoids an ``(n, n, d)`` difference tensor.
     With ``Q = K`` and ``V = I`` the field is translation-equivariant: ``v(x + c) = v(x) + c``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    >>> field = fl.L2Attention(beta=1.0)
+    >>> torch.allclose(field(x + 3.0), field(x) + 3.0)  # with Q = K and V = I: translation-equivariant
+    True
     """
 
     def _augmented(self, q: Tensor, k: Tensor, x: Tensor) -> tuple[Tensor, Tensor, float | Tensor]:

@@ -76,6 +76,14 @@ def causal_mask(n: int, m: int | None = None, *, include_self: bool = True, devi
     -------
     Tensor
         ``(n, m)`` boolean tensor.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.causal_mask(3)
+    tensor([[ True, False, False],
+            [ True,  True, False],
+            [ True,  True,  True]])
     """
     m = n if m is None else m
     return torch.ones(n, m, dtype=torch.bool, device=device).tril(0 if include_self else -1)
@@ -105,6 +113,16 @@ def choose_backend(
        as fast as ``dense`` for a few tokens and 2-5x faster from about a thousand, with O(n) memory;
     2. else ``dense`` when the logits of the whole batch fit in :data:`DENSE_LIMIT_BYTES` (64 MiB);
     3. else ``chunked``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.choose_backend(1000, 1000)  # PyTorch's fused attention wherever it applies
+    'sdpa'
+    >>> fl.choose_backend(1000, 1000, has_bias=True)  # a bias rules the fused kernel out
+    'dense'
+    >>> fl.choose_backend(100_000, 100_000, has_bias=True)  # too large for an n x m matrix
+    'chunked'
     """
     device = torch.device(device)
     if allow_fused and not has_bias:
@@ -226,7 +244,17 @@ def dense_weights(
     causal: bool = False,
     bias: Tensor | None = None,
 ) -> Tensor:
-    """Dense attention matrix ``P`` of shape ``(..., n, m)`` (rows sum to 1, empty rows are 0)."""
+    """Dense attention matrix ``P`` of shape ``(..., n, m)`` (rows sum to 1, empty rows are 0).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.fields import dense_weights
+    >>> dense_weights(torch.zeros(3, 1), torch.zeros(3, 1), causal=True)
+    tensor([[1.0000, 0.0000, 0.0000],
+            [0.5000, 0.5000, 0.0000],
+            [0.3333, 0.3333, 0.3333]])
+    """
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
     mask = _full_mask(mask, causal, n, m, q.device)
@@ -367,6 +395,20 @@ def softmax_average(
     ------
     ValueError
         If ``backend`` is unknown.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> q, k, v = (torch.randn(4, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    >>> out = fl.softmax_average(q, k, v, beta=0.5)
+    >>> P = torch.softmax(0.5 * q @ k.T, dim=-1)
+    >>> torch.allclose(out, P @ v)  # the same average as forming the softmax matrix
+    True
+    >>> torch.allclose(out, fl.softmax_average(q, k, v, beta=0.5, backend="chunked", chunk_size=2))
+    True
+    >>> fl.softmax_average(q, k, v, causal=True)[0].equal(v[0])  # the first token sees only itself
+    True
     """
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
@@ -401,6 +443,15 @@ def logsumexp_rows(
 
     Shapes as in :func:`softmax_average`; returns ``(..., n)``. Rows with no admissible key give
     ``-inf``. The ``sdpa`` backend has no public log-sum-exp, so it uses ``chunked`` here.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> q = torch.zeros(2, 1); k = torch.zeros(3, 1)
+    >>> fl.logsumexp_rows(q, k)  # log(3): three keys of logit 0
+    tensor([1.0986, 1.0986])
+    >>> fl.logsumexp_rows(q, k, causal=True)  # query i sees keys 0..i
+    tensor([0.0000, 0.6931])
     """
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]

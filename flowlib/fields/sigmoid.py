@@ -52,6 +52,14 @@ class SigmoidAttention(AttentionField):
         and ``"chunked"`` beyond. There is no fused ``"sdpa"`` kernel for sigmoid weights.
     chunk_size : int, optional
         Queries per block for ``"chunked"`` (default: from a 32 MiB budget).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> fl.SigmoidAttention(beta=0.0)(x)  # sigma(0) = 1/2 for every pair, divided by n = 2
+    tensor([[0.2500, 0.2500],
+            [0.2500, 0.2500]])
     """
 
     _init_names = ("Q", "K", "V", "beta", "bias", "normalization", "mask", "causal", "backend", "chunk_size")

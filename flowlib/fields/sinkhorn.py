@@ -50,6 +50,19 @@ class SinkhornAttention(AttentionField):
     The potentials need O(n) memory, so the chunked backend runs Sinkhorn attention without
     ever forming the ``n x n`` plan. :meth:`marginal_error` reports ``max_i |sum_j P_ij - 1|`` and
     ``max_j |sum_i P_ij - 1|``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    >>> P = fl.SinkhornAttention(beta=1.0, n_iter=200).weights(x)
+    >>> torch.allclose(P.sum(-1), torch.ones(6, dtype=torch.float64))  # rows sum to 1 (the last step)
+    True
+    >>> torch.allclose(P.sum(-2), torch.ones(6, dtype=torch.float64), atol=1e-6)  # and, after many steps, columns too
+    True
+    >>> torch.allclose(fl.SinkhornAttention(n_iter=1)(x), fl.SoftmaxAttention()(x))  # one half-step is softmax
+    True
     """
 
     _init_names = ("Q", "K", "V", "beta", "n_iter", "tol", "last_step", "backend", "chunk_size")

@@ -18,6 +18,12 @@ def vaswani_beta(k: int) -> float:
     """The inverse temperature ``1/sqrt(k)`` of Vaswani et al. for key dimension ``k``.
 
     flowlib never applies this factor implicitly: pass ``beta=vaswani_beta(k)`` to get it.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.vaswani_beta(64)
+    0.125
     """
     return 1.0 / math.sqrt(k)
 
@@ -138,6 +144,19 @@ class MultiHeadAttention(AttentionField):
     ------
     ValueError
         If shapes disagree (e.g. ``W=None`` with ``H * d_v != d``), or ``beta`` is not finite.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> Q = torch.randn(2, 2, 4, generator=g); K = torch.randn(2, 2, 4, generator=g); V = torch.randn(2, 2, 4, generator=g)
+    >>> field = fl.MultiHeadAttention(Q=Q, K=K, V=V)  # 2 heads of width 2, concatenated to d = 4
+    >>> x = torch.randn(6, 4, generator=g)
+    >>> field(x).shape
+    torch.Size([6, 4])
+    >>> heads = [fl.softmax_average(x @ Q[h].T, x @ K[h].T, x @ V[h].T) for h in range(2)]  # one head at a time
+    >>> torch.allclose(field(x), torch.cat(heads, dim=-1), atol=1e-6)
+    True
     """
 
     _init_names = ("Q", "K", "V", "W", "beta", "mask", "causal", "backend", "chunk_size")

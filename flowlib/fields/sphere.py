@@ -28,6 +28,13 @@ def tangent_projection(x: Tensor, v: Tensor) -> Tensor:
     Returns
     -------
     Tensor, shape (..., n, d)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x = torch.tensor([[1.0, 0.0]]); v = torch.tensor([[2.0, 3.0]])
+    >>> fl.tangent_projection(x, v)  # the component along x_1 is removed
+    tensor([[0., 3.]])
     """
     coef = (x * v).sum(dim=-1, keepdim=True) / (x * x).sum(dim=-1, keepdim=True)
     return v - coef * x
@@ -38,6 +45,13 @@ def unit_normalize(x: Tensor, eps: float = 0.0) -> Tensor:
 
     Use as ``simulate(..., retraction=unit_normalize)``: an Euler step followed by this map is
     exactly the GLPR/post-LN layer ``x <- (x + h v) / ||x + h v||``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.unit_normalize(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
+    tensor([[0.6000, 0.8000],
+            [0.0000, 1.0000]])
     """
     return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
 
@@ -48,6 +62,15 @@ def layer_norm_projection(x: Tensor, eps: float = 0.0) -> Tensor:
     The result lies on the sphere of radius :math:`\sqrt d` inside the hyperplane of vectors whose
     coordinates sum to 0: it is **not** :func:`unit_normalize`; the two agree only up to centring
     and a factor :math:`\sqrt d`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> y = fl.layer_norm_projection(torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> y
+    tensor([[-1.2247,  0.0000,  1.2247]])
+    >>> round(y.mean().item(), 6), round(y.pow(2).mean().item(), 6)  # zero mean, unit (biased) variance
+    (0.0, 1.0)
     """
     check_tokens(x)
     xc = x - x.mean(dim=-1, keepdim=True)
@@ -89,6 +112,18 @@ class SphereAttention(AttentionField):
     ------
     ValueError
         If the tokens are not on the unit sphere, or shapes disagree.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = fl.uniform_sphere(5, 3, generator=g, dtype=torch.float64)
+    >>> v = fl.SphereAttention(beta=1.0)(x)
+    >>> (v * x).sum(-1).abs().max() < 1e-12  # tangent to the sphere
+    tensor(True)
+    >>> traj = fl.simulate(fl.SphereAttention(beta=1.0), x, t1=20.0, n_steps=200)
+    >>> fl.cluster_count(traj.final).item()  # the tokens have gathered into one cluster
+    1
     """
 
     _init_names = ("beta", "Q", "K", "V", "normalized", "mask", "causal", "backend", "chunk_size")

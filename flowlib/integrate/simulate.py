@@ -29,6 +29,17 @@ class Trajectory:
         Name of the stepper.
     n_steps : int
         Number of steps (layers) taken.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> traj = fl.simulate(fl.SoftmaxAttention(), torch.eye(3, dtype=torch.float64), t1=1.0, n_steps=10, save_every=5)
+    >>> traj.t
+    tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64)
+    >>> traj.x.shape, traj.method, traj.n_steps
+    (torch.Size([3, 3, 3]), 'euler', 10)
+    >>> traj.at(0.5).equal(traj.x[1])  # the state saved at t = 0.5
+    True
     """
 
     t: Tensor
@@ -106,6 +117,15 @@ def as_rhs(field: Callable) -> RHS:
     example :class:`TimeDependent`), which is called as ``field(x, t)``. A
     :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked :meth:`velocity`.
     Nothing is guessed from a signature.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.integrate import as_rhs
+    >>> f = as_rhs(fl.SoftmaxAttention(beta=0.0))
+    >>> f(0.0, torch.tensor([[1.0], [3.0]]))  # f(t, x) = field(x); with beta = 0, the mean of the tokens
+    tensor([[2.],
+            [2.]])
     """
     if not callable(field):
         raise TypeError(f"field must be callable, field(x) -> v; got {type(field).__name__}")
@@ -245,5 +265,16 @@ def residual_stack(
     This is forward Euler with ``h = t1 / n_layers``, i.e. ``simulate(field, x0, t1=t1,
     n_steps=n_layers, method="euler")``; with ``retraction=unit_normalize`` each layer is followed by a
     (post-)normalisation. See :func:`simulate` for shapes and errors.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> x0 = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> traj = fl.residual_stack(fl.SoftmaxAttention(beta=0.0), x0, n_layers=2)  # beta = 0: v_i = mean of the tokens
+    >>> traj.x.shape, traj.step_size
+    (torch.Size([3, 2, 2]), 0.5)
+    >>> traj.final  # x <- x + h mean(x), twice, with h = 1/2
+    tensor([[1.6250, 0.6250],
+            [0.6250, 1.6250]], dtype=torch.float64)
     """
     return simulate(field, x0, t1=t1, n_steps=n_layers, method="euler", save_every=save_every, retraction=retraction)

@@ -25,6 +25,16 @@ class JSAnimation:
     n_frames : int
     alt : str
         Alternative text, set on the player's image.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> anim = viz.JSAnimation("<div>frames</div>", n_frames=1, alt="a still frame")
+    >>> anim.n_frames, anim.alt
+    (1, 'a still frame')
+    >>> "frames" in anim._repr_html_()
+    True
     """
 
     def __init__(self, html_text: str, n_frames: int, alt: str) -> None:
@@ -60,6 +70,15 @@ def animate_tokens(
     -------
     JSAnimation
         Display it in a notebook cell (``_repr_html_``); its ``html`` attribute is the player.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> traj = fl.simulate(fl.SoftmaxAttention(), torch.randn(5, 2, generator=torch.Generator().manual_seed(0)), t1=1.0, n_steps=20)
+    >>> anim = viz.animate_tokens(traj, max_frames=5)
+    >>> anim.n_frames, "<script" in anim.html
+    (5, True)
     """
     S = len(traj)
     n_frames = max(1, min(max_frames, MAX_FRAMES, S))

@@ -30,6 +30,17 @@ def new_figure(figsize=(4.5, 4.0), *, projection: str | None = None, dpi: int = 
     """A Figure with an opaque white background (readable in dark mode) and ``ncols`` Axes in a row.
 
     Returns ``(fig, ax)`` for ``ncols=1`` and ``(fig, [ax, ...])`` otherwise.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> fig, ax = viz.new_figure()
+    >>> fig.get_facecolor()  # opaque white
+    (1.0, 1.0, 1.0, 1.0)
+    >>> fig, axes = viz.new_figure((8, 3), ncols=2)
+    >>> len(axes)
+    2
     """
     fig = Figure(figsize=figsize, dpi=dpi, facecolor="white", layout="constrained" if ncols > 1 else None)
     axes = [fig.add_subplot(1, ncols, i + 1, projection=projection) for i in range(ncols)]
@@ -64,6 +75,15 @@ def plot_tokens(
         Draw the unit circle / sphere wireframe (default: if all tokens have unit norm).
     trails : bool
         Draw each token's path up to ``step``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> traj = fl.simulate(fl.SoftmaxAttention(), torch.randn(6, 2, generator=torch.Generator().manual_seed(0)), t1=1.0, n_steps=10)
+    >>> fig = viz.plot_tokens(traj, title="t = 1")
+    >>> fig.axes[0].get_title()
+    't = 1'
     """
     if isinstance(traj_or_x, Trajectory):
         xs = traj_or_x.x
@@ -126,7 +146,16 @@ def plot_error_vs_layers(
     floor: float = 1e-13,
 ):
     """Log-log plot of error against the number of layers, with the fitted slope of each curve
-    in the legend and dashed reference lines ``L^-p`` for ``p`` in ``orders``."""
+    in the legend and dashed reference lines ``L^-p`` for ``p`` in ``orders``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> fig = viz.plot_error_vs_layers([4, 8, 16], {"euler": [1e-1, 5e-2, 2.5e-2]}, orders=(1,))
+    >>> len(fig.axes), fig.axes[0].get_xscale(), fig.axes[0].get_yscale()
+    (1, 'log', 'log')
+    """
     if ax is None:
         fig, ax = new_figure((5, 4))
     fig = ax.figure
@@ -148,7 +177,17 @@ def plot_error_vs_layers(
 
 
 def plot_decay(t: Tensor | np.ndarray, ratios: dict[str, Tensor | np.ndarray], *, rate: float | None = None, ax=None):
-    """Semilog plot of perturbation ratios against time, with the bound ``e^{-rate t}`` if given."""
+    """Semilog plot of perturbation ratios against time, with the bound ``e^{-rate t}`` if given.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> t = torch.linspace(0, 2, 21)
+    >>> fig = viz.plot_decay(t, {"Euler": torch.exp(-t)}, rate=1.0)
+    >>> fig.axes[0].get_yscale()
+    'log'
+    """
     if ax is None:
         fig, ax = new_figure((5, 3.5))
     fig = ax.figure
@@ -166,7 +205,17 @@ def plot_decay(t: Tensor | np.ndarray, ratios: dict[str, Tensor | np.ndarray], *
 
 
 def plot_weights(P: Tensor, *, ax=None, title: str | None = None):
-    """Heat map of an attention matrix ``(n, n)``."""
+    """Heat map of an attention matrix ``(n, n)``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> P = fl.SoftmaxAttention().weights(torch.eye(3))
+    >>> fig = viz.plot_weights(P, title="softmax weights")
+    >>> fig.axes[0].get_title()
+    'softmax weights'
+    """
     if ax is None:
         fig, ax = new_figure((4, 3.6))
     fig = ax.figure
@@ -187,6 +236,15 @@ def plot_phase_diagram(t, betas, fraction, *, curve=None, ax=None, title: str | 
     t : (S,) times; betas : (B,) values; fraction : (B, S) statistic in [0, 1].
     curve : tuple (times, betas), optional
         A curve to overlay, e.g. equiangular hitting times :math:`t(\\beta)`.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> t, frac = fl.phase_diagram([1.0, 2.0, 4.0], n=6, d=3, t1=2.0, n_systems=2, step=0.5, generator=torch.Generator().manual_seed(0))
+    >>> fig = viz.plot_phase_diagram(t, [1.0, 2.0, 4.0], frac, title="clustered fraction")
+    >>> fig.axes[0].get_title()
+    'clustered fraction'
     """
     if ax is None:
         fig, ax = new_figure((5, 3.8))
@@ -214,6 +272,15 @@ def plot_covariance_disc(covs, *, ax=None, color_by_start: bool = True, title: s
     """Trajectories of trace-normalised 2x2 covariances in the unit disc (the circle = rank one).
 
     ``covs`` has shape ``(S, ..., 2, 2)`` (time first, e.g. ``GaussianSolution.cov``).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> sol = fl.solve_gaussian("softmax", torch.zeros(2, dtype=torch.float64), torch.diag(torch.tensor([1.0, 2.0], dtype=torch.float64)), t1=0.2, n_steps=20)
+    >>> fig = viz.plot_covariance_disc(sol.cov)  # time first, shape (S, 2, 2)
+    >>> len(fig.axes) >= 1
+    True
     """
 
     if ax is None:
@@ -243,6 +310,17 @@ def plot_density_1d(solution, *, particles=None, frames: Sequence[int] | None = 
     """Densities of a 1-D :class:`flowlib.pde.PDESolution` at saved frames, with particle histograms.
 
     ``particles`` is a 1-D :class:`Trajectory` saved at the same times (``x`` of shape ``(S, n, 1)``).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> grid = fl.make_grid(-3.0, 3.0, 60)
+    >>> rho0 = fl.pde.density_on_grid(grid, lambda x: torch.exp(-x[..., 0] ** 2))
+    >>> sol = fl.solve_transformer_pde(fl.SoftmaxAttention(), rho0, grid, t1=0.2, n_save=3)
+    >>> fig = viz.plot_density_1d(sol)
+    >>> len(fig.axes[0].lines) >= 3  # one curve per saved frame
+    True
     """
     if ax is None:
         fig, ax = new_figure((5.5, 3.6))
@@ -287,6 +365,14 @@ def plot_gaussian_ellipses(mean, cov, *, n_sigma: Sequence[float] = (1.0, 2.0), 
     ------
     ValueError
         If ``mean`` is not of shape (2,) or ``cov`` not of shape (2, 2).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> fig = viz.plot_gaussian_ellipses(torch.zeros(2), torch.diag(torch.tensor([4.0, 1.0])))
+    >>> type(fig).__name__
+    'Figure'
     """
     m = _np(torch.as_tensor(mean)).astype(float)
     S = _np(torch.as_tensor(cov)).astype(float)

@@ -38,6 +38,18 @@ def explore(
     ------
     ImportError
         If ipywidgets is not installed (``pip install ipywidgets``).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib import viz
+    >>> make = lambda beta: fl.simulate(fl.SoftmaxAttention(beta=beta), torch.eye(3)[:, :2].contiguous(), t1=1.0, n_steps=5)
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # outside Jupyter, the widget's output is printed
+    ...     widget = viz.explore(make, beta=[0.5, 1.0])  # needs ipywidgets
+    ...
+    >>> type(widget).__name__, len(widget.cache) >= 1
+    ('VBox', True)
     """
     try:
         import ipywidgets as widgets
