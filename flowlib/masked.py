@@ -103,6 +103,25 @@ def causal_velocity(
         If an input is not a real floating tensor.
     ValueError
         On mismatched shapes, negative weights or a non-finite ``beta``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.masked import causal_velocity
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(5, 2, generator=g, dtype=torch.float64)
+    >>> s = torch.arange(1, 6, dtype=torch.float64) / 5  # positions i/n
+    >>> v = causal_velocity(s, x, s, x, beta=2.0)
+    >>> torch.allclose(v[0], x[0])  # the first token attends to itself only
+    True
+    >>> torch.allclose(v, fl.SoftmaxAttention(beta=2.0, causal=True)(x))  # causal softmax attention
+    True
+    >>> w = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    >>> twice = causal_velocity(s, x, torch.cat([s[:1], s]), torch.cat([x[:1], x]))
+    >>> torch.allclose(causal_velocity(s, x, s, x, weights=w), twice)  # mass 2 = the atom counted twice
+    True
+    >>> causal_velocity(torch.zeros(1, dtype=torch.float64), x[:1], s, x)  # no atom at a position <= 0
+    tensor([[0., 0.]], dtype=torch.float64)
     """
     s = _check_float(s, "s", ndim=1)
     key_s = _check_float(key_s, "key_s", ndim=1).to(s)
@@ -163,6 +182,22 @@ def cesaro_profile(coeffs: Sequence[float] | Tensor, s: Tensor, t: float, *, rat
     Returns
     -------
     Tensor, shape like ``s``
+        :math:`m(t, s)`.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from flowlib.masked import cesaro_profile
+    >>> s = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
+    >>> cesaro_profile([1.0, 2.0], s, 0.0)  # t = 0: the initial profile 1 + 2 s
+    tensor([1.5000, 2.0000, 3.0000], dtype=torch.float64)
+    >>> m = cesaro_profile([1.0, 2.0], s, 1.0)
+    >>> torch.allclose(m, math.e + 2 * math.exp(0.5) * s)  # s^k grows like exp(t / (k + 1))
+    True
+    >>> h = 1e-6  # the equation: dm/dt = (1/s) int_0^s m(t, s') ds' = e + e^(1/2) s at t = 1
+    >>> dm = (cesaro_profile([1.0, 2.0], s, 1.0 + h) - cesaro_profile([1.0, 2.0], s, 1.0 - h)) / (2 * h)
+    >>> torch.allclose(dm, math.e + math.exp(0.5) * s)
+    True
     """
     s = _check_float(s, "s")
     t = check_real(t, "t")
@@ -211,11 +246,28 @@ def binned_conditional_w1(
     Returns
     -------
     Tensor, scalar
+        The mean over the bins (and over the leading dimensions of ``x``) of the bin's :math:`W_1`.
 
     Raises
     ------
     ValueError
         On mismatched shapes, a bin with no token, or a grid that is not increasing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.masked import binned_conditional_w1
+    >>> n = 400
+    >>> s = torch.arange(1, n + 1, dtype=torch.float64) / n
+    >>> uniform_cdf = lambda z, q: z.clamp(0, 1) + 0 * q  # mu_s = Unif[0, 1] at every position
+    >>> grid = torch.linspace(-1.0, 2.0, 3001, dtype=torch.float64)
+    >>> half = torch.full((n,), 0.5, dtype=torch.float64)
+    >>> round(binned_conditional_w1(s, half, uniform_cdf, n_bins=4, grid=grid).item(), 6)  # W1(delta_1/2, Unif) = 1/4
+    0.25
+    >>> g = torch.Generator().manual_seed(0)
+    >>> u = torch.rand(n, generator=g, dtype=torch.float64)  # an i.i.d. sample of the reference law
+    >>> binned_conditional_w1(s, u, uniform_cdf, n_bins=4, grid=grid).item() < 0.05  # 100 tokens per bin
+    True
     """
     s = _check_float(s, "s", ndim=1)
     x = _check_float(x, "x")
@@ -256,12 +308,34 @@ def w1_dirac_normal(z: Tensor, mean: Tensor | float, std: Tensor | float) -> Ten
     Parameters
     ----------
     z : Tensor, shape (...)
+        Positions of the Dirac masses.
     mean, std : Tensor or float, broadcastable to ``z``
-        ``std > 0``.
+        Mean :math:`m` and standard deviation :math:`\sigma` of the normal law, ``std > 0``.
 
     Returns
     -------
     Tensor, shape (...)
+        :math:`W_1(\delta_z, \mathcal N(m, \sigma^2))`.
+
+    Raises
+    ------
+    ValueError
+        If some ``std <= 0``.
+
+    Examples
+    --------
+    >>> import math, torch
+    >>> from flowlib.masked import w1_dirac_normal
+    >>> z = torch.tensor([1.0, 0.0, 11.0], dtype=torch.float64)
+    >>> w = w1_dirac_normal(z, 1.0, 2.0)
+    >>> math.isclose(w[0].item(), 2.0 * math.sqrt(2.0 / math.pi))  # the minimum sigma sqrt(2/pi), at z = m
+    True
+    >>> round(w[2].item(), 4)  # far from m it is about |z - m|
+    10.0
+    >>> g = torch.Generator().manual_seed(0)
+    >>> Z = torch.randn(100_000, generator=g, dtype=torch.float64)
+    >>> abs(w[1].item() - (0.0 - 1.0 - 2.0 * Z).abs().mean().item()) < 0.02  # Monte Carlo E|z - m - sigma Z|
+    True
     """
     z = _check_float(z, "z")
     mean = torch.as_tensor(mean, dtype=z.dtype, device=z.device)
