@@ -45,6 +45,10 @@ def test_the_template_pins_this_version_of_the_distribution():
 def test_every_chapter_starts_with_the_template(path):
     """Fails until ``make setup-cells`` has written the current template into the chapters."""
     assert _first_code_cell(path) == setup_cell.chapter_cell(), f"{path.name}: run `make setup-cells`"
+    # collapsed on the website (Jupyter Book's hide-input toggle), still a plain cell in Jupyter and Colab
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "hide-input" in first.metadata.get("tags", []), f"{path.name}: run `make setup-cells`"
 
 
 @pytest.mark.parametrize("path", ASSIGNMENTS, ids=lambda p: p.name)

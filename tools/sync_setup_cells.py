@@ -46,15 +46,24 @@ def new_source(path: Path, source: str) -> str:
     return head + assignment_block() + "".join(lines[end:])
 
 
+#: Cell tag that collapses a chapter's setup cell on the website (Jupyter Book's "click to show" toggle);
+#: Jupyter and Colab ignore it, so the cell stays visible and runnable there.
+HIDE_TAG = "hide-input"
+
+
 def sync(path: Path, write: bool = True) -> bool:
     """Bring one notebook's setup cell up to date; returns True if it changed (or would change)."""
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if c.cell_type == "code")
     src = new_source(path, cell.source)
-    if src == cell.source:
+    tags = list(cell.metadata.get("tags", []))
+    hide = not is_assignment(path) and HIDE_TAG not in tags
+    if src == cell.source and not hide:
         return False
     if write:
         cell.source = src
+        if hide:
+            cell.metadata["tags"] = tags + [HIDE_TAG]
         nbformat.write(nb, path)
     return True
 
