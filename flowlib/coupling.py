@@ -70,6 +70,20 @@ def gaussian_layer_maps(field, mean0: Tensor, cov0: Tensor, *, t1: float, n_laye
     TypeError, ValueError
         For non-tensor or mis-shaped moments, a non-positive ``t1`` or ``n_layers``, or a field without a
         Gaussian closure; ``ValueError`` also if the closure blows up before ``t1``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import gaussian_layer_maps
+    >>> mean0, cov0 = torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    >>> b, J = gaussian_layer_maps(fl.SoftmaxAttention(beta=0.5), mean0, cov0, t1=1.0, n_layers=4)
+    >>> b.shape, J.shape
+    (torch.Size([4, 2]), torch.Size([4, 2, 2]))
+    >>> J[0]  # Q = K = V = I, mean 0: J = beta Sigma
+    tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64)
+    >>> torch.allclose(J[1], 0.5 * (1 + 0.25 * 0.5) ** 2 * cov0)  # Sigma_1 = (1 + h beta)^2 Sigma_0, h = 1/4
+    True
     """
     mean0, cov0 = _check_pair(mean0, cov0)
     t1 = check_real(t1, "t1", positive=True)
@@ -96,6 +110,16 @@ def gaussian_flow_map(field, mean0: Tensor, cov0: Tensor, *, t1: float, n_layers
     -------
     M : Tensor, shape (d, d)
     c : Tensor, shape (d,)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import gaussian_flow_map
+    >>> mean0, cov0 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    >>> M, c = gaussian_flow_map(fl.SoftmaxAttention(beta=0.0), mean0, cov0, t1=1.0, n_layers=2)
+    >>> M, c  # beta = 0: every point moves by the mean, which grows like (1 + h)^l: c = (1 + h)^2 - 1
+    (tensor([[1., 0.],
+            [0., 1.]], dtype=torch.float64), tensor([1.2500, 0.0000], dtype=torch.float64))
     """
     b, J = gaussian_layer_maps(field, mean0, cov0, t1=t1, n_layers=n_layers)
     h = t1 / b.shape[0]
@@ -132,6 +156,20 @@ def mean_field_copies(
     -------
     Tensor, shape (S, ..., N, d)
         The copies at layers ``0, save_every, ..., n_layers``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import gaussian_flow_map, mean_field_copies
+    >>> field = fl.SoftmaxAttention(beta=0.5)
+    >>> mean0, cov0 = torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    >>> x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> copies = mean_field_copies(field, x0, mean0, cov0, t1=1.0, n_layers=4, save_every=2)
+    >>> copies.shape  # layers 0, 2 and 4
+    torch.Size([3, 3, 2])
+    >>> M, c = gaussian_flow_map(field, mean0, cov0, t1=1.0, n_layers=4)
+    >>> torch.allclose(copies[-1], x0 @ M.T + c)  # the copies move by the composed affine map
+    True
     """
     if not isinstance(x0, Tensor):
         raise TypeError(f"x0 must be a tensor; got {type(x0).__name__}")
@@ -163,6 +201,14 @@ def coupling_distance(x: Tensor, y: Tensor) -> Tensor:
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import coupling_distance
+    >>> x = torch.zeros(2, 2, dtype=torch.float64)
+    >>> coupling_distance(x, torch.tensor([[3.0, 4.0], [0.0, 0.0]], dtype=torch.float64))  # (5 + 0) / 2
+    tensor(2.5000, dtype=torch.float64)
     """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError("x and y must be tensors")
@@ -193,6 +239,21 @@ def euler_on_measure(field, points: Tensor, weights: Tensor | None = None, *, t1
     -------
     Tensor, shape (n_layers + 1, m, d)
         The atoms after every layer (the weights never change).
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import euler_on_measure
+    >>> points = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+    >>> weights = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    >>> euler_on_measure(fl.SoftmaxAttention(beta=0.0), points, weights, n_layers=1)[-1]  # both move by the mean 1/2
+    tensor([[-0.5000],
+            [ 1.5000]], dtype=torch.float64)
+    >>> field = fl.SoftmaxAttention(beta=1.0)
+    >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> ys = euler_on_measure(field, x, n_layers=3)
+    >>> torch.allclose(ys, fl.residual_stack(field, x, 3).x)  # equal weights: a residual stack
+    True
     """
     if not isinstance(points, Tensor):
         raise TypeError(f"points must be a tensor; got {type(points).__name__}")
@@ -238,6 +299,16 @@ def normaliser_variance_index(
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.coupling import normaliser_variance_index
+    >>> I = torch.eye(2, dtype=torch.float64)
+    >>> normaliser_variance_index(2.0 * I, beta=0.5)  # Sigma = s I, A = beta I: (beta s)^2 = 1 > 1/2
+    tensor(1.0000, dtype=torch.float64)
+    >>> normaliser_variance_index(0.5 * I, beta=1.0)  # 1/4 < 1/2: finite variance
+    tensor(0.2500, dtype=torch.float64)
     """
     if not isinstance(cov, Tensor):
         raise TypeError(f"cov must be a tensor; got {type(cov).__name__}")

@@ -39,7 +39,16 @@ def wendel_probability(n: int, d: int) -> float:
 
     Returns
     -------
-    float in [0, 1]; equal to 1 when ``n <= d``.
+    float
+        A probability in [0, 1]; equal to 1 when ``n <= d``.
+
+    Examples
+    --------
+    >>> from flowlib.hemisphere import wendel_probability
+    >>> wendel_probability(4, 2)  # on the circle p(n, 2) = n / 2^(n-1)
+    0.5
+    >>> wendel_probability(3, 3), wendel_probability(5, 3)  # n <= d: always; 11 / 16 in general
+    (1.0, 0.6875)
     """
     n = check_positive_int(n, "n")
     d = check_positive_int(d, "d")
@@ -78,6 +87,20 @@ def in_open_hemisphere(x: Tensor) -> Tensor:
     Returns
     -------
     Tensor of bool, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.hemisphere import in_open_hemisphere, wendel_probability
+    >>> s = 2**-0.5
+    >>> x = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [s, s]], [[1.0, 0.0], [0.0, 1.0], [-s, -s]]], dtype=torch.float64)
+    >>> in_open_hemisphere(x)  # a quarter circle; three points around the origin
+    tensor([ True, False])
+    >>> g = torch.Generator().manual_seed(0)
+    >>> u = torch.randn(4000, 4, 2, generator=g, dtype=torch.float64)
+    >>> freq = in_open_hemisphere(u / u.norm(dim=-1, keepdim=True)).double().mean().item()
+    >>> abs(freq - wendel_probability(4, 2)) < 0.03  # Monte Carlo against Wendel's 1/2
+    True
     """
     x = check_tokens(x)
     n, d = x.shape[-2], x.shape[-1]
@@ -105,6 +128,16 @@ def hemisphere_margin(x: Tensor, w: Tensor) -> Tensor:
     Returns
     -------
     Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.hemisphere import hemisphere_margin
+    >>> x = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    >>> hemisphere_margin(x, torch.tensor([1.0, 0.0], dtype=torch.float64))  # min(1, 0.6)
+    tensor(0.6000, dtype=torch.float64)
+    >>> hemisphere_margin(x, torch.tensor([0.0, -1.0], dtype=torch.float64))  # not in this hemisphere
+    tensor(-0.8000, dtype=torch.float64)
     """
     x = check_tokens(x)
     if not isinstance(w, Tensor) or w.shape[-1] != x.shape[-1]:
@@ -118,10 +151,30 @@ def gnomonic_chart(x: Tensor, w: Tensor) -> Tensor:
     :math:`y_i = x_i / \langle x_i, w\rangle`. In this chart the sphere dynamics become a consensus
     system :math:`\dot y_i = \sum_j b_{ij}(y_j - y_i)` with positive weights (see the chapter).
 
+    Parameters
+    ----------
+    x : Tensor, shape (..., n, d)
+    w : Tensor, shape (d,) or (..., d)
+        The pole of the hemisphere.
+
+    Returns
+    -------
+    Tensor, shape (..., n, d)
+        The points :math:`y_i`, all with :math:`\langle y_i, w\rangle = 1`.
+
     Raises
     ------
     ValueError
         If a token is not in the open hemisphere.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.hemisphere import gnomonic_chart
+    >>> x = torch.tensor([[0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
+    >>> gnomonic_chart(x, torch.tensor([1.0, 0.0], dtype=torch.float64))  # (0.6, 0.8) / 0.6
+    tensor([[1.0000, 1.3333],
+            [1.0000, 0.0000]], dtype=torch.float64)
     """
     c = (x * w[..., None, :]).sum(-1, keepdim=True)
     if bool((c <= 0).any()):
@@ -133,6 +186,30 @@ def weight_floor(beta: float, n: int, *, normalized: bool = True) -> float:
     r"""Lower bound on the attention weights on the sphere for :math:`\beta \ge 0`, ``Q = K = V = I``.
 
     SA: :math:`e^{\beta\langle x_i,x_j\rangle}/Z_i \ge e^{-2\beta}/n`; USA: :math:`e^{\beta\langle x_i,x_j\rangle}/n \ge e^{-\beta}/n`.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature, ``>= 0``.
+    n : int
+        Number of tokens.
+    normalized : bool
+        ``True`` for SA (softmax), ``False`` for USA.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import math, torch, flowlib as fl
+    >>> from flowlib.hemisphere import weight_floor
+    >>> weight_floor(1.0, 4) == math.exp(-2) / 4, weight_floor(1.0, 4, normalized=False) == math.exp(-1) / 4
+    (True, True)
+    >>> u = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> x = u / u.norm(dim=-1, keepdim=True)
+    >>> bool(torch.softmax(x @ x.T, dim=-1).min() >= weight_floor(1.0, 4))  # the SA weights at beta = 1
+    True
     """
     beta = check_real(beta, "beta")
     if beta < 0:
@@ -146,6 +223,28 @@ def cone_collapse_rate(beta: float, n: int, margin: float, *, normalized: bool =
 
     ``a`` is :func:`weight_floor` and ``margin`` is :math:`r_0 = \min_i\langle x_i(0), w\rangle \in (0, 1]`.
     A guaranteed, conservative rate; the observed local rate is larger.
+
+    Parameters
+    ----------
+    beta : float
+        Inverse temperature, ``>= 0``.
+    n : int
+        Number of tokens.
+    margin : float
+        The initial margin :math:`r_0` (see :func:`hemisphere_margin`), in ``(0, 1]``.
+    normalized : bool
+        ``True`` for SA (softmax), ``False`` for USA.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import math
+    >>> from flowlib.hemisphere import cone_collapse_rate, weight_floor
+    >>> cone_collapse_rate(1.0, 4, 0.5) == 2 * weight_floor(1.0, 4) * 0.5 == math.exp(-2) / 4
+    True
     """
     margin = check_real(margin, "margin", positive=True)
     if margin > 1:
@@ -165,10 +264,28 @@ def gram_rhs(G: Tensor, beta: float, *, normalized: bool = True) -> Tensor:
     ----------
     G : Tensor, shape (..., n, n)
         Symmetric, unit diagonal.
+    beta : float
+        Inverse temperature.
+    normalized : bool
+        ``True`` for SA (softmax), ``False`` for USA.
 
     Returns
     -------
     Tensor, shape (..., n, n)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.hemisphere import gram_rhs
+    >>> u = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> X = u / u.norm(dim=-1, keepdim=True)
+    >>> G = X @ X.T
+    >>> A = torch.softmax(2.0 * G, dim=-1)
+    >>> Xdot = A @ X - (A * G).sum(-1, keepdim=True) * X  # the SA velocity, projected on the sphere
+    >>> torch.allclose(gram_rhs(G, 2.0), Xdot @ X.T + X @ Xdot.T)
+    True
+    >>> bool(gram_rhs(G, 2.0).diagonal().abs().max() < 1e-12)  # the tokens stay on the sphere
+    True
     """
     if not isinstance(G, Tensor) or G.ndim < 2 or G.shape[-1] != G.shape[-2]:
         raise ValueError(f"G must be a tensor of shape (..., n, n); got {getattr(G, 'shape', type(G))}")
@@ -189,10 +306,25 @@ def circle_velocity(theta: Tensor, beta: float, *, normalized: bool = True) -> T
     Parameters
     ----------
     theta : Tensor, shape (..., n)
+        Angles of the tokens :math:`x_i = (\cos\theta_i, \sin\theta_i)`.
+    beta : float
+        Inverse temperature.
+    normalized : bool
+        ``True`` for SA (softmax), ``False`` for USA.
 
     Returns
     -------
     Tensor, shape (..., n)
+
+    Examples
+    --------
+    >>> import math, torch, flowlib as fl
+    >>> from flowlib.hemisphere import circle_velocity
+    >>> theta = torch.tensor([0.0, math.pi / 2], dtype=torch.float64)
+    >>> circle_velocity(theta, 0.0)  # beta = 0: -(sin(-pi/2)) / 2 and -(sin(pi/2)) / 2, towards each other
+    tensor([ 0.5000, -0.5000], dtype=torch.float64)
+    >>> circle_velocity(theta, 1.0, normalized=False)  # e^{cos(pi/2)} = 1: the same for USA
+    tensor([ 0.5000, -0.5000], dtype=torch.float64)
     """
     if not isinstance(theta, Tensor) or theta.ndim < 1 or not theta.is_floating_point():
         raise TypeError("theta must be a floating tensor of shape (..., n)")
@@ -211,11 +343,25 @@ def decay_rate(t: Tensor, y: Tensor, *, lo: float = 1e-12, hi: float = 1e-2) -> 
     Parameters
     ----------
     t, y : Tensor, shape (S,)
+    lo, hi : float
+        The window of values of ``y`` that enter the fit.
+
+    Returns
+    -------
+    float
 
     Raises
     ------
     ValueError
         If shapes differ or fewer than three points lie in the window.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> from flowlib.hemisphere import decay_rate
+    >>> t = torch.linspace(0.0, 10.0, 101, dtype=torch.float64)
+    >>> round(decay_rate(t, 3.0 * torch.exp(-2.0 * t)), 10)  # y = 3 e^{-2t}
+    2.0
     """
     t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
     y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)

@@ -86,6 +86,11 @@ class ResidualAttentionNet(nn.Module):
     >>> net = training.ResidualAttentionNet(W, t1=1.0)
     >>> net(torch.zeros(5, 3, dtype=torch.float64)).shape
     torch.Size([5, 3])
+    >>> net.h, net.depths()  # h = T / L, layers at the midpoints (l + 1/2) h
+    (0.25, tensor([0.1250, 0.3750, 0.6250, 0.8750], dtype=torch.float64))
+    >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    >>> torch.equal(training.ResidualAttentionNet(training.iid_weights(4, 3, scale=0.0))(x), x)  # V = 0: identity
+    True
     """
 
     def __init__(
@@ -194,6 +199,10 @@ def smooth_weights(
     >>> W = training.smooth_weights(8, 2, generator=torch.Generator().manual_seed(0))
     >>> W.shape
     torch.Size([8, 3, 2, 2])
+    >>> W1 = training.smooth_weights(1, 2, generator=torch.Generator().manual_seed(0))
+    >>> W3 = training.smooth_weights(3, 2, generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(W1[0], W3[1])  # one depth function: both layers sit at t = T/2
+    True
     """
     n_layers = check_positive_int(n_layers, "n_layers")
     dim = check_positive_int(dim, "dim")
@@ -274,6 +283,9 @@ def regression_task(
     >>> x, y = training.regression_task(5, 8, 2, generator=torch.Generator().manual_seed(0))
     >>> tuple(x.shape), tuple(y.shape), bool((x[:, -1, -1] == 0).all())
     ((5, 9, 3), (5,), True)
+    >>> w = torch.linalg.lstsq(x[:, :-1, :2], x[:, :-1, 2:]).solution  # noise 0: w from the context
+    >>> torch.allclose((x[:, -1:, :2] @ w)[:, 0, 0], y)  # the target is <w, x_q>
+    True
     """
     batch = check_positive_int(batch, "batch")
     n_context = check_positive_int(n_context, "n_context")
@@ -377,6 +389,10 @@ def train(
     >>> hist = training.train(net, steps=5, task=task, generator=torch.Generator().manual_seed(1))
     >>> hist.shape
     torch.Size([5])
+    >>> net2 = training.ResidualAttentionNet(training.smooth_weights(4, 3, generator=torch.Generator().manual_seed(0)))
+    >>> hist2 = training.train(net2, steps=5, task=task, generator=torch.Generator().manual_seed(1))
+    >>> torch.equal(hist, hist2), torch.equal(net.weights(), net2.weights())  # equal seeds: bitwise equal runs
+    (True, True)
     """
     steps = check_positive_int(steps, "steps")
     lr = check_real(lr, "lr", positive=True)
