@@ -54,6 +54,9 @@ def _toc_pages() -> list[str]:
 
 PAGES = _toc_pages()
 NOTEBOOK_PAGES = [p for p in PAGES if (ROOT / p).with_suffix(".ipynb").exists()]
+EXPLORER_PAGES = [p for p in NOTEBOOK_PAGES if "viz.explore(" in (ROOT / p).with_suffix(".ipynb").read_text()]
+#: Budget of one kernel-free explorer (flowlib.viz.MAX_EXPLORER_BYTES).
+MAX_EXPLORER_BYTES = 2_500_000
 REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
 
 
@@ -197,6 +200,10 @@ def test_chapter_widgets_in_the_browser(site, browser, name):
         for i in range(players.count()):
             player = players.nth(i)
             player.scroll_into_view_if_needed()
+            # at the text column's width (_static/figures.css), not matplotlib's 250-odd pixels
+            frame = player.locator("img[id^='_anim_img']").bounding_box()
+            column = page.locator("main article, article").first.bounding_box()
+            assert frame["width"] > 0.6 * column["width"], (frame, column)
             player.locator("button[title='Pause']").click()
             player.locator("button[title='First frame']").click()
             slider = player.locator("input[type=range]")
@@ -246,6 +253,86 @@ def test_figures_are_readable_in_dark_mode(site, browser, name):
         )
         assert stats, "no figures found"
         assert all(s["alpha"] == 255 and s["light"] > 200 for s in stats), stats
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+_FRAME_JS = """ex => {
+  const data = JSON.parse(ex.querySelector("script[type='application/json']").textContent);
+  const key = [...ex.querySelectorAll("input[data-param], select[data-param]")].map(c => c.value).join(",");
+  const depth = Number(ex.querySelector("input[data-depth]").value);
+  return data.frames[key][depth][2];
+}"""
+
+
+@pytest.mark.parametrize("name", EXPLORER_PAGES)
+def test_explorers_work_without_a_kernel(site, browser, name):
+    """viz.explore's static view: each control moves the picture, from the keyboard, with no kernel."""
+    base, _, server = site
+    start = len(server.log)
+    page, errors = _open(browser, f"{base}/{name}.html")
+    try:
+        explorers = page.locator("div.flowlib-explorer")
+        n = explorers.count()
+        assert n >= 1, "no kernel-free explorer on the page (is text/html preferred in _config.yml?)"
+        assert page.locator(".jupyter-widgets, .widget-subarea").count() == 0
+        weights = []
+        for i in range(n):
+            ex = explorers.nth(i)
+            ex.scroll_into_view_if_needed()
+            weight = len(ex.evaluate("e => e.outerHTML").encode())
+            weights.append(weight)
+            assert weight <= MAX_EXPLORER_BYTES, f"explorer {i} weighs {weight / 1e6:.2f} MB"
+            img = ex.locator("img.flowlib-explorer-frame")
+            assert img.count() == 1 and (img.get_attribute("alt") or "").strip()
+            # at the text column's width
+            box, column = img.bounding_box(), page.locator("main article, article").first.bounding_box()
+            assert box["width"] >= 0.9 * ex.bounding_box()["width"] and box["width"] > 0.6 * column["width"], (
+                box,
+                column,
+            )
+            controls = ex.locator("input[data-param], select[data-param]")
+            assert controls.count() >= 1
+            for j in range(controls.count()):
+                c = controls.nth(j)
+                label = ex.locator(f"label[for='{c.get_attribute('id')}']")
+                assert label.count() == 1 and "=" in label.inner_text()
+                before_src, before_alt, before_label = (
+                    img.get_attribute("src"),
+                    img.get_attribute("alt"),
+                    label.inner_text(),
+                )
+                before_frame = ex.evaluate(_FRAME_JS)
+                if c.evaluate("e => e.tagName") == "SELECT":
+                    c.select_option(index=c.locator("option").count() - 1)
+                else:  # a focused slider moves with the arrow keys
+                    c.focus()
+                    value = int(c.input_value())
+                    page.keyboard.press("ArrowRight")
+                    assert int(c.input_value()) == value + 1, "the arrow key did not move the slider"
+                frame = ex.evaluate(_FRAME_JS)
+                assert img.get_attribute("src") == frame, "the picture is not the frame of the controls' state"
+                assert img.get_attribute("alt") != before_alt and label.inner_text() != before_label
+                if frame != before_frame:  # (two parameter values may draw the same picture)
+                    assert img.get_attribute("src") != before_src, "moving the control did not change the picture"
+            depth = ex.locator("input[data-depth]")
+            depth.focus()
+            value, before_src, before_alt = int(depth.input_value()), img.get_attribute("src"), img.get_attribute("alt")
+            page.keyboard.press("ArrowLeft")
+            assert int(depth.input_value()) == value - 1
+            assert img.get_attribute("src") == ex.evaluate(_FRAME_JS) and img.get_attribute("alt") != before_alt
+            page.keyboard.press("Home")  # (the last two depths may look alike once the tokens have settled)
+            assert int(depth.input_value()) == 0
+            assert img.get_attribute("src") == ex.evaluate(_FRAME_JS) != before_src, "the depth slider did not move"
+            if i == 0:
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                ex.screenshot(path=str(SCREENSHOTS / f"explorer-{Path(name).name}.png"))
+        served = sum(size for _, _, size in server.log[start:])
+        print(
+            f"{name}: {n} explorer(s), {', '.join(f'{w / 1e6:.2f} MB' for w in weights)}; "
+            f"page {served / 1e6:.2f} MB on a cold load"
+        )
         assert not errors, errors
     finally:
         page.close()

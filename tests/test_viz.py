@@ -122,3 +122,61 @@ def test_part_two_plots(tmp_path, monkeypatch):
         g2 = fl.make_grid((-1, -1), (1, 1), (4, 4))
         s2 = fl.solve_transformer_pde(fl.SoftmaxAttention(), torch.ones(4, 4, dtype=F64), g2, t1=0.1, n_save=1)
         viz.plot_density_1d(s2)
+
+
+def test_explorer_static_html_is_self_contained_and_light(traj):
+    pytest.importorskip("ipywidgets")
+    import json
+    import re
+
+    calls = []
+
+    def make(beta, method):
+        calls.append((beta, method))
+        return traj
+
+    e = viz.explore(make, beta=[0.5, 1.0, 2.0], method=["euler", "rk4"])
+    assert calls == [(0.5, "euler")]  # the static view is built only when displayed
+    page = e.to_html()
+    assert len(calls) == 6 and len(e.cache) == 6  # every combination once, shared with the widget
+    assert e.to_html() is page  # cached
+    assert len(page.encode()) <= viz.MAX_EXPLORER_BYTES
+    assert page.startswith('<div class="flowlib-explorer"')
+    # one control per parameter (numbers: a slider, strings: a drop-down), labelled, plus the depth slider
+    assert len(re.findall(r'<input type="range"[^>]*data-param="0"', page)) == 1
+    assert len(re.findall(r'<select[^>]*data-param="1"', page)) == 1
+    assert page.count('data-depth="1"') == 2  # the depth slider and its label's output
+    assert re.search(r"<label[^>]*>beta = <output", page) and re.search(r"<label[^>]*>method = <output", page)
+    assert re.search(r'<img class="flowlib-explorer-frame" alt="[^"]+"', page)
+    # no external request: every image is embedded, no src/href points anywhere
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "http://" not in page and "https://" not in page
+    # frames: capped, evenly spaced, first and last depth of each combination
+    data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert set(data["frames"]) == {f"{i},{j}" for i in range(3) for j in range(2)}
+    per = max(2, min(viz.widgets.MAX_DEPTH_FRAMES, viz.MAX_EXPLORER_FRAMES // 6))
+    for frames in data["frames"].values():
+        assert len(frames) == per
+        assert frames[0][0] == 0 and frames[-1][0] == len(traj) - 1 == frames[-1][1]
+        assert all(f[2].startswith("data:image/png;base64,") for f in frames)
+    assert e.n_frames == 6 * per <= viz.MAX_EXPLORER_FRAMES
+    assert page.count("data:image/png") == e.n_frames + 1  # every frame once, plus the initial picture
+    # the notebook output offers the widget and the HTML: the website renders the latter
+    bundle = e._repr_mimebundle_()
+    assert bundle["text/html"] is page
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_explorer_budget_with_many_tokens():
+    pytest.importorskip("ipywidgets")
+    x0 = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
+
+    def make(beta):
+        return fl.simulate(fl.SoftmaxAttention(beta=beta), x0, t1=1.0, n_steps=100)
+
+    e = viz.explore(make, beta=[0.5, 1.0, 2.0, 4.0])
+    page = e.to_html()
+    assert e.n_frames == 4 * viz.widgets.MAX_DEPTH_FRAMES
+    assert len(page.encode()) <= viz.MAX_EXPLORER_BYTES
+    with pytest.raises(ValueError, match="at least one parameter"):
+        viz.explore(make)

@@ -12,7 +12,7 @@ from .plots import (
     plot_tokens,
     plot_weights,
 )
-from .widgets import explore
+from .widgets import MAX_EXPLORER_BYTES, MAX_EXPLORER_FRAMES, Explorer, explore
 
 __all__ = [
     "new_figure",
@@ -28,4 +28,7 @@ __all__ = [
     "JSAnimation",
     "MAX_FRAMES",
     "explore",
+    "Explorer",
+    "MAX_EXPLORER_FRAMES",
+    "MAX_EXPLORER_BYTES",
 ]

@@ -110,9 +110,10 @@ def plot_tokens(
         if sphere:
             th = np.linspace(0, 2 * np.pi, 200)
             ax.plot(np.cos(th), np.sin(th), color="0.8", lw=1)
-        if trails and path.shape[0] > 1:
-            for i in range(cur.shape[0]):
-                ax.plot(path[:, i, 0], path[:, i, 1], color="0.6", lw=0.6)
+        if trails and path.shape[0] > 1:  # one collection of n paths: fast for thousands of tokens
+            from matplotlib.collections import LineCollection
+
+            ax.add_collection(LineCollection(list(path[:, :, :2].transpose(1, 0, 2)), colors="0.6", linewidths=0.6))
         ax.scatter(cur[:, 0], cur[:, 1], c=colors, cmap="viridis", s=22, zorder=3, edgecolors="k", linewidths=0.3)
         ax.set_aspect("equal")
         if lim is not None:
@@ -125,8 +126,9 @@ def plot_tokens(
             u, v = np.mgrid[0 : 2 * np.pi : 24j, 0 : np.pi : 12j]
             ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.85", lw=0.4)
         if trails and path.shape[0] > 1:
-            for i in range(cur.shape[0]):
-                ax.plot(path[:, i, 0], path[:, i, 1], path[:, i, 2], color="0.6", lw=0.6)
+            from mpl_toolkits.mplot3d.art3d import Line3DCollection
+
+            ax.add_collection3d(Line3DCollection(list(path.transpose(1, 0, 2)), colors="0.6", linewidths=0.6))
         ax.scatter(cur[:, 0], cur[:, 1], cur[:, 2], c=colors, cmap="viridis", s=18, depthshade=False)
         ax.set_box_aspect((1, 1, 1))
         if lim is not None:
