@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ._validation import check_positive_int, check_real
-from .gaussian import affine_velocity, score_matrix, solve_gaussian, symmetric_sqrt
+from .gaussian import affine_velocity, score_matrix, solve_gaussian
+from .gaussian_analysis import criterion_values
 from .pde import measure_velocity
 
 __all__ = [
@@ -318,6 +319,4 @@ def normaliser_variance_index(
     A = score_matrix(Q, K, beta=check_real(beta, "beta"), d=d).to(cov.dtype).to(cov.device)
     if A.shape != (d, d):
         raise ValueError(f"Q and K must have d = {d} columns; got A of shape {tuple(A.shape)}")
-    R = symmetric_sqrt(cov)
-    S = R @ A.mT @ cov @ A @ R
-    return torch.linalg.eigvalsh(0.5 * (S + S.mT))[..., -1]
+    return criterion_values(cov, A)  # chapter 7's criterion, batched

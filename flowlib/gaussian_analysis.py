@@ -147,8 +147,16 @@ def normaliser_criterion(cov: Tensor, A: Tensor) -> float:
     """
     cov = _cov(cov)
     A = _matrix(A, "A", cov.shape[0], cov)
+    return float(criterion_values(cov, A))
+
+
+def criterion_values(cov: Tensor, A: Tensor) -> Tensor:
+    """:func:`normaliser_criterion` for a batch of covariances ``(..., d, d)``, without checks: shape ``(...)``.
+
+    Shared with :func:`flowlib.coupling.normaliser_variance_index`, which checks its inputs and forms ``A``.
+    """
     S = symmetric_sqrt(cov)
-    return float(torch.linalg.matrix_norm(S @ A @ S, ord=2) ** 2)
+    return torch.linalg.matrix_norm(S @ A @ S, ord=2) ** 2
 
 
 def normaliser_relative_variance(x: Tensor, cov: Tensor, A: Tensor) -> Tensor:
