@@ -95,9 +95,9 @@ def equiangular_rhs(gamma: Tensor | float, beta: float, n: int, *, normalized: b
     Examples
     --------
     >>> import torch, flowlib as fl
-    >>> fl.equiangular_rhs(1.0, beta=1.0, n=4)  # gamma = 1 (one cluster) is an equilibrium
+    >>> fl.diagnostics.equiangular_rhs(1.0, beta=1.0, n=4)  # gamma = 1 (one cluster) is an equilibrium
     0.0
-    >>> fl.equiangular_rhs(0.0, beta=1.0, n=4) > 0  # orthogonal tokens attract
+    >>> fl.diagnostics.equiangular_rhs(0.0, beta=1.0, n=4) > 0  # orthogonal tokens attract
     True
     """
     beta = check_real(beta, "beta")
@@ -172,7 +172,7 @@ def equiangular_solution(
     Examples
     --------
     >>> import torch, flowlib as fl
-    >>> gamma = fl.equiangular_solution(beta=1.0, n=4, t=[0.0, 1.0, 10.0])
+    >>> gamma = fl.diagnostics.equiangular_solution(beta=1.0, n=4, t=[0.0, 1.0, 10.0])
     >>> gamma.dtype, gamma[0].item()
     (torch.float64, 0.0)
     >>> bool(gamma[1] < gamma[2] < 1)  # increases towards 1
@@ -239,7 +239,7 @@ def clustered_fraction(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     --------
     >>> import torch, flowlib as fl
     >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    >>> fl.clustered_fraction(x)  # 2 of the 6 ordered pairs coincide
+    >>> fl.diagnostics.clustered_fraction(x)  # 2 of the 6 ordered pairs coincide
     tensor(0.3333)
     """
     x = check_tokens(x)
@@ -281,7 +281,7 @@ def phase_diagram(
     Examples
     --------
     >>> import torch, flowlib as fl
-    >>> t, frac = fl.phase_diagram([1.0, 4.0], n=8, d=3, t1=4.0, n_systems=4, step=0.5, generator=torch.Generator().manual_seed(0))
+    >>> t, frac = fl.diagnostics.phase_diagram([1.0, 4.0], n=8, d=3, t1=4.0, n_systems=4, step=0.5, generator=torch.Generator().manual_seed(0))
     >>> t.shape, frac.shape
     (torch.Size([9]), torch.Size([2, 9]))
     >>> bool((frac >= 0).all() and (frac <= 1).all())

@@ -519,7 +519,7 @@ def solve_gaussian(
     n_steps : int
         Number of fixed steps of ``method``.
     method : {"rk4", "euler", "heun", "rk4_38", "layers"}
-        An ODE stepper of :data:`flowlib.STEPPERS`, or ``"layers"``: the exact law after ``n_steps``
+        An ODE stepper of :data:`flowlib.integrate.STEPPERS`, or ``"layers"``: the exact law after ``n_steps``
         residual layers :math:`x \mapsto x + h\,(b + Jx)` with ``h = t1 / n_steps``, i.e.
         :math:`\alpha \mapsto \alpha + h(b + J\alpha)` and :math:`\Sigma \mapsto (I + hJ)\Sigma(I + hJ)^\top`.
         An affine map sends a Gaussian to a Gaussian, so this is what the token cloud of a depth-``n_steps``

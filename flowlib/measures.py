@@ -464,9 +464,9 @@ def conditional_wasserstein(
     >>> import torch, flowlib as fl
     >>> g = torch.Generator().manual_seed(0)
     >>> x = torch.randn(50, 4, 2, generator=g, dtype=torch.float64)  # 50 sequences of 4 tokens
-    >>> fl.conditional_wasserstein(x, x).item()
+    >>> fl.measures.conditional_wasserstein(x, x).item()
     0.0
-    >>> round(fl.conditional_wasserstein(x, x + 1.0).item(), 6)  # every position shifted by (1, 1): sqrt(2)
+    >>> round(fl.measures.conditional_wasserstein(x, x + 1.0).item(), 6)  # every position shifted by (1, 1): sqrt(2)
     1.414214
     """
     x = check_tokens(x)

@@ -33,10 +33,12 @@ import flowlib
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTER_MODULES_IN_PROGRESS: set[str] = set()
 EXTRA_NAMESPACES = ("flowlib.fields", "flowlib.integrate", "flowlib.viz")
+# the deprecated aliases of 0.2's chapter modules (flowlib.approximation -> flowlib.book.approximation)
+DEPRECATED_ALIASES = {f"flowlib.{name}" for name in flowlib._BOOK_MODULES}
 CORE_MODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(flowlib.__path__, "flowlib.")
-    if m.name.split(".")[-1] not in CHAPTER_MODULES_IN_PROGRESS
+    if m.name.split(".")[-1] not in CHAPTER_MODULES_IN_PROGRESS and m.name not in DEPRECATED_ALIASES
 )
 
 
@@ -49,17 +51,22 @@ def public_objects() -> dict[str, object]:
             found.setdefault(id(obj), (name, obj))
 
     namespaces = []
-    for name in flowlib.__all__:
-        obj = getattr(flowlib, name)
-        if isinstance(obj, types.ModuleType):
-            if name not in CHAPTER_MODULES_IN_PROGRESS:
-                namespaces.append(obj)
-        else:
-            add(f"flowlib.{name}", obj)
+
+    def walk(module):
+        namespaces.append(module)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if isinstance(obj, types.ModuleType) and obj.__name__.startswith(module.__name__ + "."):
+                if name not in CHAPTER_MODULES_IN_PROGRESS:
+                    walk(obj)
+
+    walk(flowlib)
     namespaces += [importlib.import_module(n) for n in EXTRA_NAMESPACES]
     for module in namespaces:
         for name in module.__all__:
-            add(f"{module.__name__}.{name}", getattr(module, name))
+            obj = getattr(module, name)
+            if not isinstance(obj, types.ModuleType):
+                add(f"{module.__name__}.{name}", obj)
     return dict(found.values())
 
 
@@ -102,7 +109,8 @@ def _documented_names() -> tuple[set[str], set[str]]:
             if m := re.match(r"\.\. currentmodule:: (\S+)", line):
                 current = m.group(1)
             elif m := re.match(r"\.\. auto(function|class|data):: (\S+)", line):
-                names.add(f"{current}.{m.group(2)}")
+                name = m.group(2)
+                names.add(name if name.startswith("flowlib.") else f"{current}.{name}")
             elif m := re.match(r"\.\. automodule:: (\S+)", line):
                 if i + 1 < len(lines) and ":members:" in lines[i + 1]:
                     modules.add(m.group(1))

@@ -1,4 +1,4 @@
-"""Tests for flowlib.approximation: the constants of the flow approximation theorem and per-layer weights."""
+"""Tests for flowlib.book.approximation: the constants of the flow approximation theorem and per-layer weights."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import approximation as ap
-from flowlib import regularity as rg
+from flowlib.book import approximation as ap
+from flowlib.book import regularity as rg
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests for flowlib.contraction (Chapter 4): exact linear factors, the uniform-in-time Euler bound,
+"""Tests for flowlib.book.contraction (Chapter 4): exact linear factors, the uniform-in-time Euler bound,
 the certified attention Lipschitz bound and the forced linear closed form."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import contraction as ct
+from flowlib.book import contraction as ct
 
 F64 = torch.float64
 M_SPIRAL = torch.tensor([[-1.0, 2.0], [-2.0, -1.0]], dtype=F64)  # M + M^T = -2I, M^T M = 5I: m = 1, Lip = sqrt(5)

@@ -1,4 +1,4 @@
-"""flowlib.coupling: mean-field copies, Euler on measures, the normaliser-variance index (chapter 9)."""
+"""flowlib.book.coupling: mean-field copies, Euler on measures, the normaliser-variance index (chapter 9)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import coupling
+from flowlib.book import coupling
 
 F64 = torch.float64
 

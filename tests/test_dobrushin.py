@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import dobrushin
+from flowlib.book import dobrushin
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""Tests of flowlib.gaussian_analysis: closed forms against exact solutions and Monte Carlo."""
+"""Tests of flowlib.book.gaussian_analysis: closed forms against exact solutions and Monte Carlo."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import gaussian_analysis as ga
+from flowlib.book import gaussian_analysis as ga
 
 F64 = torch.float64
 

@@ -1,4 +1,4 @@
-"""flowlib.hemisphere: Wendel's formula, the hemisphere test, the Gram ODE, the circle, the cone-collapse lemma."""
+"""flowlib.book.hemisphere: Wendel's formula, the hemisphere test, the Gram ODE, the circle, the cone-collapse lemma."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import hemisphere as hs
+from flowlib.book import hemisphere as hs
 
 F64 = torch.float64
 
@@ -96,7 +96,7 @@ def test_gram_rhs_matches_particles_and_equiangular(gen):
         n, g = 5, 0.3
         Ge = (1 - g) * torch.eye(n, dtype=F64) + g * torch.ones(n, n, dtype=F64)
         F = hs.gram_rhs(Ge, 2.0, normalized=normalized)
-        rate = fl.equiangular_rhs(g, 2.0, n, normalized=normalized)
+        rate = fl.diagnostics.equiangular_rhs(g, 2.0, n, normalized=normalized)
         assert torch.allclose(F, rate * (torch.ones(n, n, dtype=F64) - torch.eye(n, dtype=F64)), atol=1e-14)
 
 

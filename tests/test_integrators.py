@@ -85,7 +85,7 @@ def test_stage_honesty(gen, method):
         return field(x)
 
     fl.simulate(counted, x0, t1=1.0, n_steps=5, method=method)
-    assert len(calls) == 5 * fl.STEPPERS[method].n_stages
+    assert len(calls) == 5 * fl.integrate.STEPPERS[method].n_stages
 
 
 def _scipy_softmax_flow(x0: np.ndarray, t1: float) -> np.ndarray:

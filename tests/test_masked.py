@@ -1,4 +1,4 @@
-"""Tests for flowlib.masked: the causal mean-field velocity, the Cesàro profile and conditional distances."""
+"""Tests for flowlib.book.masked: the causal mean-field velocity, the Cesàro profile and conditional distances."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import masked
+from flowlib.book import masked
 
 F64 = torch.float64
 

@@ -50,7 +50,7 @@ def test_equiangular_solution_matches_particles():
     for beta, normalized in [(1.0, True), (3.0, True), (1.0, False)]:
         field = fl.SphereAttention(beta=beta, normalized=normalized)
         traj = fl.simulate(field, x0, t1=3.0, n_steps=300, method="rk4", save_every=30)
-        gamma = fl.equiangular_solution(beta, n, traj.t, normalized=normalized, n_substeps=200)
+        gamma = fl.diagnostics.equiangular_solution(beta, n, traj.t, normalized=normalized, n_substeps=200)
         particles = fl.pairwise_inner_products(traj.x)  # (S, n(n-1))
         assert (particles - gamma[:, None]).abs().max().item() < 1e-8
 
@@ -58,14 +58,14 @@ def test_equiangular_solution_matches_particles():
 def test_hitting_time_agrees_with_the_solution_curve():
     for beta in (0.5, 4.0):
         t_hit = fl.hitting_time(beta, 32, delta=1e-3)
-        g = fl.equiangular_solution(beta, 32, [t_hit - 0.01, t_hit, t_hit + 0.01], n_substeps=2000)
+        g = fl.diagnostics.equiangular_solution(beta, 32, [t_hit - 0.01, t_hit, t_hit + 0.01], n_substeps=2000)
         assert g[0] < 1 - 1e-3 < g[2]
         assert g[1].item() == pytest.approx(1 - 1e-3, abs=1e-6)
     # larger beta clusters later (SA), and USA at the same beta clusters faster than SA for beta > 0
     assert fl.hitting_time(1.0, 32) < fl.hitting_time(4.0, 32)
     assert fl.hitting_time(2.0, 32, normalized=False) < fl.hitting_time(2.0, 32)
     # near gamma = 1 the SA gap decays like e^{-2t}
-    g = fl.equiangular_solution(1.0, 8, [20.0, 21.0])
+    g = fl.diagnostics.equiangular_solution(1.0, 8, [20.0, 21.0])
     assert math.log((1 - g[0]) / (1 - g[1])).real == pytest.approx(2.0, abs=0.02)
 
 
@@ -73,14 +73,14 @@ def test_clustered_fraction_and_cluster_count():
     e = torch.eye(3, dtype=F64)
     x = torch.stack([e[0], e[0], e[0], e[1], e[1], e[2]])
     # ordered pairs inside clusters: 3*2 + 2*1 = 8 out of 6*5 = 30
-    assert fl.clustered_fraction(x).item() == pytest.approx(8 / 30)
+    assert fl.diagnostics.clustered_fraction(x).item() == pytest.approx(8 / 30)
     assert fl.cluster_count(x).item() == 3
-    assert fl.clustered_fraction(x[:1]).item() == 1.0
+    assert fl.diagnostics.clustered_fraction(x[:1]).item() == 1.0
 
 
 def test_phase_diagram_batches_beta_exactly_like_separate_runs():
     betas = [0.5, 4.0]
-    t, frac = fl.phase_diagram(
+    t, frac = fl.diagnostics.phase_diagram(
         betas,
         n=8,
         d=3,
@@ -97,11 +97,11 @@ def test_phase_diagram_batches_beta_exactly_like_separate_runs():
         traj = fl.simulate(
             fl.SphereAttention(beta=beta), x0[b], t1=6.0, n_steps=60, retraction=fl.unit_normalize, save_every=20
         )
-        assert torch.allclose(frac[b], fl.clustered_fraction(traj.x).mean(-1), atol=1e-12)
+        assert torch.allclose(frac[b], fl.diagnostics.clustered_fraction(traj.x).mean(-1), atol=1e-12)
 
 
 def test_phase_diagram_small_beta_clusters_and_large_beta_is_slower():
-    t, frac = fl.phase_diagram(
+    t, frac = fl.diagnostics.phase_diagram(
         [0.5, 9.0], n=16, d=4, t1=20.0, n_systems=16, save_every=50, generator=torch.Generator().manual_seed(0)
     )
     assert frac[0, -1].item() > 0.99  # d >= 3: one cluster eventually; small beta gets there fast

@@ -156,12 +156,12 @@ def test_empirical_moments_weighted_and_plain(gen):
 def test_conditional_wasserstein(gen):
     x = torch.randn(40, 3, 2, generator=gen, dtype=F64)
     shift = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], dtype=F64)  # one shift per position
-    d = fl.conditional_wasserstein(x, x + shift).item()
+    d = fl.measures.conditional_wasserstein(x, x + shift).item()
     assert d == pytest.approx(math.sqrt((0 + 1 + 4) / 3), rel=1e-10)
     # positions matter: permuting the positions of y changes the distance, a plain W2 would not see it
     y = x[:, [1, 0, 2]]
-    assert fl.conditional_wasserstein(x, y).item() > 0.1
-    sliced = fl.conditional_wasserstein(x, x + shift, method="sliced", generator=gen).item()
+    assert fl.measures.conditional_wasserstein(x, y).item() > 0.1
+    sliced = fl.measures.conditional_wasserstein(x, x + shift, method="sliced", generator=gen).item()
     assert sliced < d
 
 
@@ -180,6 +180,6 @@ def test_measures_validation(gen):
     with pytest.raises(ValueError, match="projections must have shape"):
         fl.sliced_wasserstein(x, x, projections=torch.ones(3, 4))
     with pytest.raises(ValueError, match=r"\(M, n, d\)"):
-        fl.conditional_wasserstein(x, x)
+        fl.measures.conditional_wasserstein(x, x)
     with pytest.raises(TypeError):
         fl.wasserstein_1d([1.0, 2.0], x[:, 0])

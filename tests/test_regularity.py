@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import regularity as rg
+from flowlib.book import regularity as rg
 
 F64 = torch.float64
 

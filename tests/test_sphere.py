@@ -116,7 +116,7 @@ def test_equiangular_reduction_against_scipy(normalized):
 
     sol = solve_ivp(rhs, (0, 4.0), [0.0], method="DOP853", rtol=1e-12, atol=1e-14)
     assert abs(float(G.mean()) - sol.y[0, -1]) < 1e-6
-    assert abs(float(fl.equiangular_rhs(0.3, beta, n, normalized=normalized)) - rhs(0, 0.3)) < 1e-15
+    assert abs(float(fl.diagnostics.equiangular_rhs(0.3, beta, n, normalized=normalized)) - rhs(0, 0.3)) < 1e-15
 
 
 def test_off_sphere_input_rejected(gen):

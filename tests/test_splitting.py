@@ -1,4 +1,4 @@
-"""flowlib.splitting: Lie-Trotter and Strang orders, the transformer block, Euler's scalar test problem."""
+"""flowlib.book.splitting: Lie-Trotter and Strang orders, the transformer block, Euler's scalar test problem."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import splitting as sp
+from flowlib.book import splitting as sp
 
 F64 = torch.float64
 

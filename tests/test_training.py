@@ -1,4 +1,4 @@
-"""flowlib.training: residual attention networks that train, and the measurements of chapter 10."""
+"""flowlib.book.training: residual attention networks that train, and the measurements of chapter 10."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowlib as fl
-from flowlib import training as tr
+from flowlib.book import training as tr
 
 F64 = torch.float64
 

@@ -92,7 +92,7 @@ def test_part_two_plots(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     before = dict(matplotlib.rcParams)
     F64 = torch.float64
-    t, frac = fl.phase_diagram(
+    t, frac = fl.diagnostics.phase_diagram(
         [0.5, 2.0, 5.0], n=6, d=3, t1=2.0, n_systems=3, save_every=5, generator=torch.Generator().manual_seed(0)
     )
     f1 = viz.plot_phase_diagram(t, [0.5, 2.0, 5.0], frac, curve=([1.0, 2.0], [0.5, 5.0]))

@@ -448,9 +448,9 @@ def logsumexp_rows(
     --------
     >>> import torch, flowlib as fl
     >>> q = torch.zeros(2, 1); k = torch.zeros(3, 1)
-    >>> fl.logsumexp_rows(q, k)  # log(3): three keys of logit 0
+    >>> fl.fields.logsumexp_rows(q, k)  # log(3): three keys of logit 0
     tensor([1.0986, 1.0986])
-    >>> fl.logsumexp_rows(q, k, causal=True)  # query i sees keys 0..i
+    >>> fl.fields.logsumexp_rows(q, k, causal=True)  # query i sees keys 0..i
     tensor([0.0000, 0.6931])
     """
     q, beta = _fold_beta(q, beta)

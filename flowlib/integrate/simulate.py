@@ -180,7 +180,7 @@ def simulate(
         Initial time.
     method : {"euler", "heun", "rk4", "rk4_38"} or Stepper
         Explicit Runge-Kutta method; every stage re-evaluates the field. A custom
-        :class:`~flowlib.Stepper` may be passed (e.g. to study a layer of your own design).
+        :class:`~flowlib.integrate.Stepper` may be passed (e.g. to study a layer of your own design).
     save_every : int
         Save every ``save_every``-th state (the initial and the final state are always saved).
     retraction : callable, optional

@@ -31,7 +31,7 @@ class Stepper:
     Examples
     --------
     >>> import torch, flowlib as fl
-    >>> rk4 = fl.STEPPERS["rk4"]
+    >>> rk4 = fl.integrate.STEPPERS["rk4"]
     >>> rk4.name, rk4.order, rk4.n_stages
     ('rk4', 4, 4)
     >>> x1 = rk4.step(lambda t, x: x, 0.0, torch.ones(1, dtype=torch.float64), 0.1)  # one step of x' = x

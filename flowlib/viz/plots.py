@@ -231,7 +231,7 @@ def plot_weights(P: Tensor, *, ax=None, title: str | None = None):
 
 
 def plot_phase_diagram(t, betas, fraction, *, curve=None, ax=None, title: str | None = None):
-    """Heat map of a clustering statistic over (time, beta), e.g. from :func:`flowlib.phase_diagram`.
+    """Heat map of a clustering statistic over (time, beta), e.g. from :func:`flowlib.diagnostics.phase_diagram`.
 
     Parameters
     ----------
@@ -243,7 +243,7 @@ def plot_phase_diagram(t, betas, fraction, *, curve=None, ax=None, title: str | 
     --------
     >>> import torch, flowlib as fl
     >>> from flowlib import viz
-    >>> t, frac = fl.phase_diagram([1.0, 2.0, 4.0], n=6, d=3, t1=2.0, n_systems=2, step=0.5, generator=torch.Generator().manual_seed(0))
+    >>> t, frac = fl.diagnostics.phase_diagram([1.0, 2.0, 4.0], n=6, d=3, t1=2.0, n_systems=2, step=0.5, generator=torch.Generator().manual_seed(0))
     >>> fig = viz.plot_phase_diagram(t, [1.0, 2.0, 4.0], frac, title="clustered fraction")
     >>> fig.axes[0].get_title()
     'clustered fraction'
