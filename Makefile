@@ -4,19 +4,33 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# A CPU build of PyTorch, installed before anything else so that pip does not fetch CUDA packages.
-TORCH_SPEC ?= torch==2.13.0
+# A CPU build of PyTorch, installed before anything else so that pip does not fetch CUDA packages: PyTorch's
+# CPU wheel index is added to pip's indexes (its `+cpu` builds win over PyPI's CUDA ones for the same version).
+# Changing TORCH_SPEC (or TORCH_INDEX) reinstalls torch in the existing .venv (see $(TORCH_STAMP)).
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP  := $(VENV)/.installed
+TORCH_STAMP := $(VENV)/.torch-spec
 PYTEST_MARKERS ?= not slow and not gpu
+# The unit suite: flowlib, its doctests, notebook hygiene and packaging; no book build, browser, grading or Colab.
+LIB_MARKERS ?= not slow and not gpu and not book and not browser and not assignments and not colab
+RUFF_PATHS := flowlib tests benchmarks assignments tools experiments
 
-.PHONY: assignments book-student book test test-all test-gpu test-colab lint clean install html-path strip browser-deps bench \
-	setup-cells dist
+.PHONY: assignments book-student book test test-lib test-all test-gpu test-colab test-floor lint clean install html-path \
+	strip browser-deps bench setup-cells dist FORCE
 
-$(STAMP): requirements.txt pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_SPEC) || $(PY) -m pip install -q "torch>=2.2"
+# Rewritten only when TORCH_SPEC or TORCH_INDEX differ from what .venv was built with, so that the stamp rule below
+# runs again (a plain `make test TORCH_SPEC=...` used to do nothing once .venv existed).
+$(TORCH_STAMP): FORCE
+	@mkdir -p $(VENV)
+	@echo '$(TORCH_SPEC) $(TORCH_INDEX)' | cmp -s - $@ || echo '$(TORCH_SPEC) $(TORCH_INDEX)' > $@
+
+$(STAMP): requirements.txt pyproject.toml $(TORCH_STAMP)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
 	$(PY) -m pip uninstall -q -y flowlib 2>/dev/null || true  # the distribution's name before 0.2.0's release
-	$(PY) -m pip install -q -r requirements.txt -e ".[dev,book]"
+	$(PY) -m pip install -q -r requirements.txt -e ".[dev,book,ot]" --extra-index-url $(TORCH_INDEX)
+	$(PY) -c "import torch; print('make: torch', torch.__version__, 'in $(VENV)')"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,8 +42,25 @@ book: $(STAMP)
 	@$(PY) -c "import os, webbrowser; os.environ.get('CI') or webbrowser.open('file://$(CURDIR)/_build/html/index.html')" || true
 
 test: $(STAMP) browser-deps
-	$(PY) -m ruff check flowlib tests benchmarks assignments tools
+	$(PY) -m ruff check $(RUFF_PATHS)
+	$(PY) -m ruff format --check $(RUFF_PATHS)
 	$(PY) -m pytest -m "$(PYTEST_MARKERS)"
+
+# The fast unit suite (a few minutes): what a change to flowlib needs before the book, browser and grading tests.
+test-lib: $(STAMP)
+	$(PY) -m ruff check $(RUFF_PATHS)
+	$(PY) -m pytest -m "$(LIB_MARKERS)"
+
+# The supported floor, torch 2.2 on Python 3.10, in its own venv (documented; not run in CI: it needs a Python 3.10
+# interpreter, `PYTHON310=python3.10`, and downloads torch 2.2 from PyTorch's CPU index).
+PYTHON310 ?= python3.10
+VENV_FLOOR ?= .venv-floor
+test-floor:
+	@command -v $(PYTHON310) >/dev/null 2>&1 || { echo "make test-floor: $(PYTHON310) not found; set PYTHON310" >&2; exit 2; }
+	test -x $(VENV_FLOOR)/bin/python || $(PYTHON310) -m venv $(VENV_FLOOR)
+	$(VENV_FLOOR)/bin/python -m pip install -q "torch==2.2.*" "numpy<2" --index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple
+	$(VENV_FLOOR)/bin/python -m pip install -q -e ".[dev,ot]"
+	$(VENV_FLOOR)/bin/python -m pytest -m "$(LIB_MARKERS)"
 
 test-all: $(STAMP) browser-deps
 	$(PY) -m pytest -m "not gpu"
@@ -78,8 +109,8 @@ test-gpu:
 	FLOWLIB_REQUIRE_GPU=1 $(VENV_GPU)/bin/python -m pytest -m gpu
 
 lint: $(STAMP)
-	$(PY) -m ruff check flowlib tests benchmarks assignments tools
-	$(PY) -m ruff format --check flowlib tests benchmarks assignments tools
+	$(PY) -m ruff check $(RUFF_PATHS)
+	$(PY) -m ruff format --check $(RUFF_PATHS)
 
 # Write tools/setup_cell.py (the pinned `tokens-in-motion[notebooks]==<version>` install) into every chapter's
 # first code cell and every assignment's install block. Run it after changing the template or the version.

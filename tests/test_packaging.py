@@ -88,6 +88,7 @@ def test_build_makes_a_wheel_and_an_sdist_that_twine_accepts(dist_dir):
     assert proc.returncode == 0 and proc.stdout.count("PASSED") == 2, proc.stdout + proc.stderr
     names = zipfile.ZipFile(wheel).namelist()
     assert "flowlib/__init__.py" in names and "flowlib/fields/base.py" in names
+    assert "flowlib/book/training.py" in names and "flowlib/py.typed" in names  # the book layer; PEP 561
     assert not any(n.startswith(("tests/", "chapters/")) for n in names)
     meta = zipfile.ZipFile(wheel).read(f"{WHEEL_PREFIX}{version}.dist-info/METADATA").decode()
     assert f"Name: {DIST}" in meta and f"Version: {version}" in meta and "Requires-Dist: torch>=2.2" in meta
