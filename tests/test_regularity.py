@@ -149,3 +149,13 @@ def test_constant_two_is_sharp(n, beta):
     assert torch.allclose(ref[0], expected, rtol=1e-12, atol=1e-12)
     bound = rg.lipschitz_bound(R, beta, rot)
     assert abs(beta) * R**2 * (2 - 2 / n) <= float(out.norm()) <= bound
+
+
+def test_jacobian_batched_matrices(gen):
+    # Leading dimensions of Q, K, V broadcast against those of x: three draws in one call.
+    x = torch.randn(3, 5, 4, 2, generator=gen, dtype=F64)
+    Q, K, V = (torch.randn(3, 1, 2, 2, generator=gen, dtype=F64) for _ in range(3))
+    J = rg.attention_jacobian(x, Q, K, V, beta=0.9)
+    for s in range(3):
+        ref = rg.attention_jacobian(x[s], Q[s, 0], K[s, 0], V[s, 0], beta=0.9)
+        assert torch.allclose(J[s], ref, atol=1e-13)

@@ -155,3 +155,54 @@ def test_validation():
         sp.euler_spectral_radius([[1.0]], 0.1)
     with pytest.raises(ValueError):
         sp.euler_spectral_radius(torch.eye(2, dtype=F64), -0.1)
+
+
+def test_error_coefficient_linear_closed_form():
+    # For x' = Mx the variational equation has the solution e(t) = -(t/2) M^2 e^{tM} x0.
+    M = torch.tensor([[-1.0, 2.0], [-2.0, -1.0]], dtype=F64)
+    x0 = torch.tensor([[1.0, 0.0], [0.6, -0.8]], dtype=F64)
+    xT, eT = sp.euler_error_coefficient(lambda x: x @ M.T, x0, t1=2.0, n_steps=200)
+    E = torch.linalg.matrix_exp(2.0 * M)
+    assert torch.allclose(xT, x0 @ E.T, atol=1e-9)
+    assert torch.allclose(eT, -1.0 * x0 @ (M @ M @ E).T, atol=1e-8)
+    # ... and (x^L - x(T)) / h approaches e(T) with an O(h) gap
+    gaps = []
+    for L in (200, 400):
+        xL = fl.simulate(lambda x: x @ M.T, x0, t1=2.0, n_steps=L).final
+        gaps.append(((xL - xT) * L / 2.0 - eT).abs().max().item())
+    assert gaps[1] < 0.6 * gaps[0] and gaps[1] < 0.05
+
+
+def test_error_coefficient_nonlinear_closed_form():
+    # x' = -x^2, x(0) = 1: x = 1/(1+t), e(t) = -log(1+t) / (1+t)^2.
+    x0 = torch.ones(1, 1, dtype=F64)
+    xT, eT = sp.euler_error_coefficient(lambda x: -(x**2), x0, t1=1.0, n_steps=100)
+    assert xT.item() == pytest.approx(0.5, abs=1e-10)
+    assert eT.item() == pytest.approx(-math.log(2.0) / 4.0, abs=1e-9)
+
+
+def test_error_coefficient_validation():
+    with pytest.raises(TypeError):
+        sp.euler_error_coefficient("f", torch.ones(1, 1, dtype=F64), t1=1.0)
+    with pytest.raises(ValueError):
+        sp.euler_error_coefficient(lambda x: x, torch.ones(1, 1, dtype=F64), t1=0.0)
+    with pytest.raises(ValueError):
+        sp.euler_error_coefficient(lambda x: x, torch.ones(1, 1, dtype=F64), t1=1.0, n_steps=0)
+
+
+def test_t_interval():
+    mean, lo, hi = sp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert mean == 3.0
+    assert hi - mean == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5), rel=1e-9)
+    assert mean - lo == pytest.approx(hi - mean)
+    # agrees with scipy's quantile for 10 and 50 values
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for m in (10, 50):
+        v = torch.arange(m, dtype=F64) ** 1.5
+        _, lo, hi = sp.t_interval(v)
+        q = scipy_stats.t.ppf(0.975, m - 1)
+        assert (hi - lo) / 2 == pytest.approx(q * v.std().item() / math.sqrt(m), rel=2e-3)
+    with pytest.raises(ValueError):
+        sp.t_interval([1.0])
+    with pytest.raises(ValueError):
+        sp.t_interval([1.0, float("nan")])

@@ -102,10 +102,11 @@ def attention_jacobian(
     ----------
     x : Tensor, shape (..., n, d)
         Tokens (floating point).
-    Q, K : Tensor, shape (k, d), optional
-        Query and key matrices (``None`` = identity).
-    V : Tensor, shape (d, d), optional
-        Value matrix (``None`` = identity).
+    Q, K : Tensor, shape (..., k, d), optional
+        Query and key matrices (``None`` = identity). Leading dimensions broadcast against those of
+        ``x``, so one call can evaluate several independent draws of the matrices.
+    V : Tensor, shape (..., d, d), optional
+        Value matrix (``None`` = identity); leading dimensions broadcast as for ``Q``.
     beta : float
         Inverse temperature; any real number.
 
@@ -130,6 +131,10 @@ def attention_jacobian(
     >>> J = attention_jacobian(x, beta=0.7)
     >>> torch.allclose(J, fl.field_jacobian(fl.SoftmaxAttention(beta=0.7), x))  # the closed form equals autograd
     True
+    >>> Qs = torch.randn(3, 2, 2, generator=g, dtype=torch.float64)  # three draws of Q at once
+    >>> Js = attention_jacobian(x.expand(3, 4, 2), Qs, beta=0.7)
+    >>> torch.allclose(Js[1], attention_jacobian(x, Qs[1], beta=0.7))
+    True
     """
     x = check_tokens(x)
     beta = check_real(beta, "beta")
@@ -147,7 +152,7 @@ def attention_jacobian(
     dev = x.unsqueeze(-3) - m.unsqueeze(-2)  # (..., i, j, d): x_j - m_i
     C = torch.einsum("...ij,...ija,...ijb->...iab", P, dev, dev)  # (..., n, d, d)
     eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    CA = C if A is None else C @ A
+    CA = C if A is None else C @ A.unsqueeze(-3)  # A may carry leading (batch) dimensions
     # inner[..., i, a, j, b] before V
     inner = P[..., :, None, :, None] * eye[:, None, :]  # P_ij delta_ab
     inner = inner + beta * torch.einsum("...ij,...ija,...ib->...iajb", P, dev, Ax)
@@ -155,7 +160,7 @@ def attention_jacobian(
     inner = inner + beta * torch.einsum("ij,...iab->...iajb", eye_n, CA)  # delta_ij C_i A
     if Vm is None:
         return inner
-    return torch.einsum("ac,...icjb->...iajb", Vm, inner)
+    return torch.einsum("...ac,...icjb->...iajb", Vm, inner)
 
 
 def max_block_row_norm(J: Tensor) -> Tensor:
