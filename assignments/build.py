@@ -8,18 +8,26 @@ the solutions replaced by ``...`` and only the public tests in ``tests/``) and
 ``<out>/<name>/autograder/`` (the solution notebook, every test, and the autograder zip that
 ``otter run`` and ``grade.py`` use). ``otter assign`` also runs every test against the solutions
 and fails if one does not pass. The student folder is zipped as ``<out>/<name>-student.zip``.
+The autograder zip also receives ``tim_grading.json`` (the handed-out setup cell, which grade.py's scan allows, and
+the manually graded questions with their points), and its ``environment.yml`` installs CPU PyTorch and flowlib
+from ``assignments/requirements.txt`` (the masters' ``requirements:``), so that ``otter grade`` (Docker) works.
 Nothing here is committed: the output lives under ``_build/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import nbformat
+import yaml
 
 HERE = Path(__file__).resolve().parent
 MASTERS = sorted(p for p in HERE.glob("*.ipynb"))
@@ -38,7 +46,26 @@ def build_one(master: Path, out: Path) -> tuple[str, float]:
     if proc.returncode != 0:
         raise RuntimeError(f"otter assign failed for {master.name}:\n{(proc.stdout + proc.stderr)[-4000:]}")
     shutil.make_archive(str(out / f"{master.stem}-student"), "zip", target / "student")
+    student = nbformat.read(target / "student" / master.name, as_version=4)
+    extra = {
+        "assignment_name": master.stem,
+        "setup_cell": next(c.source for c in student.cells if c.cell_type == "code"),
+        "manual": manual_questions(master),
+    }
+    with zipfile.ZipFile(autograder_zip(out, master.stem), "a") as z:
+        z.writestr("tim_grading.json", json.dumps(extra, indent=1))
     return master.stem, time.perf_counter() - t0
+
+
+def manual_questions(master: Path) -> dict[str, float]:
+    """``{question: points}`` of the master's manually graded questions (``manual: true``)."""
+    found = {}
+    for cell in nbformat.read(master, as_version=4).cells:
+        if cell.cell_type == "raw" and cell.source.startswith("# BEGIN QUESTION"):
+            conf = yaml.safe_load(cell.source.split("\n", 1)[1])
+            if conf.get("manual"):
+                found[conf["name"]] = conf.get("points", 0)
+    return found
 
 
 def autograder_zip(out: Path, name: str) -> Path:
