@@ -101,6 +101,7 @@ _SUBMODULES = (
     "measures",
     "pde",
     "stability",
+    "stats",
     "viz",
 )
 
@@ -177,6 +178,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         measures,
         pde,
         stability,
+        stats,
         viz,
     )
     from .convergence import ConvergenceStudy, convergence_study, fit_order, global_error
