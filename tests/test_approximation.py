@@ -189,3 +189,31 @@ def test_validation():
         ap.iid_layer_weights(torch.eye(2, dtype=F64), 0.1, 3, regime="levy")
     with pytest.raises(TypeError):
         ap.max_token_norm([1.0, 2.0])
+
+
+def test_iid_weights_intermediate_noise_exponent(gen):
+    # gamma = 1/4 with h = 1/16: the fluctuation is sigma * 16^{1/4} = 2 sigma; regime shorthands agree
+    mean = torch.zeros(1, 1, dtype=F64)
+    w = ap.iid_layer_weights(mean, 0.3, 16, gamma=0.25, batch_shape=(4000,), generator=gen)
+    assert float(w.std()) == pytest.approx(0.6, rel=0.05)
+    a = ap.iid_layer_weights(mean, 0.3, 16, regime="sde", generator=torch.Generator().manual_seed(1))
+    b = ap.iid_layer_weights(mean, 0.3, 16, gamma=0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        ap.iid_layer_weights(mean, 0.3, 16, gamma=-0.1)
+
+
+def test_intermediate_noise_gives_intermediate_rate(gen):
+    # Scalar model x' = mean + noise: x_L - x(T) = h^{1 - gamma} sigma sum Z_l, whose RMS is sigma sqrt(T) h^{1/2 - gamma}
+    layers = [16, 64, 256, 1024]
+    for gamma, rate in [(0.0, 0.5), (0.25, 0.25)]:
+        rms = []
+        for L in layers:
+            W = ap.iid_layer_weights(
+                torch.ones(1, 1, dtype=F64), 1.0, L, gamma=gamma, batch_shape=(2000,), generator=gen
+            )
+            out = ap.residual_network(
+                lambda x, ell: x * 0 + W[ell], torch.zeros(2000, 1, 1, dtype=F64), t1=1.0, n_layers=L
+            )
+            rms.append(float((out[-1] - 1.0).pow(2).mean().sqrt()))
+        assert abs(fl.fit_order(layers, rms) - rate) < 0.05

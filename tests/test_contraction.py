@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import flowlib as fl
+from flowlib.book import approximation as ap
 from flowlib.book import contraction as ct
 
 F64 = torch.float64
@@ -152,3 +153,41 @@ def test_linear_factor_validation():
         ct.linear_euler_factor(torch.zeros(2, 2, dtype=torch.int64), 0.1)
     with pytest.raises(ValueError):
         ct.linear_euler_factor(torch.zeros(2, 2, dtype=F64), -0.1)
+
+
+def test_max_norm_certificate_numbers_and_n_independence():
+    V = 0.5 * torch.eye(2, dtype=F64)
+    c = ct.max_norm_contraction(2.0, 1.0, beta=0.5, V=V)
+    assert (c.lipschitz, c.rate, c.step_max) == (1.0, 1.0, 0.5)
+    assert c.step_max_extended == pytest.approx(2.0 / 3.0)
+    assert c.contracts and c.layer_factor(0.5) == pytest.approx(0.5)
+    assert c.layer_factor(0.6) == pytest.approx(0.8) and c.layer_factor(2.0 / 3.0) == pytest.approx(1.0)
+    # the Euclidean route of the same chapter certifies a smaller rate and a much smaller step range
+    lg = ct.attention_lipschitz_bound(1.0, 10, beta=0.5, V=V)
+    assert 2.0 - lg == pytest.approx(0.4939, abs=1e-4)
+    assert fl.contraction_step_limit(2.0 - lg, 2.0 + lg) == pytest.approx(0.0804, abs=1e-4)
+    assert not ct.max_norm_contraction(1.0, 1.0, beta=0.5, V=V).contracts  # a = Lambda_R: no certificate
+    with pytest.raises(ValueError):
+        c.layer_factor(0.81)  # beyond 2/(a + ||V||) = 0.8 the ball is not invariant
+    with pytest.raises(ValueError):
+        ct.max_norm_contraction(0.0, 1.0)
+
+
+def test_max_norm_layer_factor_holds_on_random_pairs(gen):
+    Q, K, V = (torch.randn(2, 2, generator=gen, dtype=F64) for _ in range(3))
+    beta, R, a = 0.7, 1.3, 4.0
+    c = ct.max_norm_contraction(a, R, beta=beta, Q=Q, K=K, V=V)
+    G = fl.SoftmaxAttention(Q=Q, K=K, V=V, beta=beta)
+    worst = 0.0
+    for h in (0.1, c.step_max, 0.3):
+        for _ in range(30):
+            x, y = (torch.randn(7, 2, generator=gen, dtype=F64) for _ in range(2))
+            x = R * x / torch.linalg.vector_norm(x, dim=-1).max()
+            y = x + 0.3 * R * (y / torch.linalg.vector_norm(y, dim=-1).max())
+            y = R * y / torch.linalg.vector_norm(y, dim=-1).max().clamp(min=R)  # both in B_R
+            px, py = x + h * (-a * x + G(x)), y + h * (-a * y + G(y))
+            ratio = (ap.max_token_norm(px - py) / ap.max_token_norm(x - y)).item()
+            assert ratio <= c.layer_factor(h) + 1e-12
+            assert ap.max_token_norm(px).item() <= R + 1e-12  # B_R is invariant (a >= ||V||)
+            worst = max(worst, ratio / c.layer_factor(h))
+    assert worst > 0.2  # the certificate is not vacuous by orders of magnitude

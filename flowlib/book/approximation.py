@@ -353,16 +353,19 @@ def iid_layer_weights(
     *,
     t1: float = 1.0,
     regime: str = "ode",
+    gamma: float | None = None,
     batch_shape: tuple[int, ...] = (),
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Independent per-layer weights :math:`\theta_\ell = \bar\theta + s_L\,\sigma Z_\ell`, :math:`Z_\ell` i.i.d. standard Gaussian.
+    r"""Independent per-layer weights :math:`\theta_\ell = \bar\theta + \sigma h^{-\gamma} Z_\ell`, :math:`Z_\ell` i.i.d. standard Gaussian.
 
     Used in a residual layer :math:`x + h F_{\theta_\ell}(x)` with ``h = t1 / n_layers``:
 
-    - ``regime="ode"``: :math:`s_L = 1`; the fluctuations average out (law of large numbers) and the
+    - ``regime="ode"`` (:math:`\gamma = 0`): the fluctuations average out (law of large numbers) and the
       network converges to the ODE of the mean weights, with an error of order :math:`h^{1/2}`;
-    - ``regime="sde"``: :math:`s_L = h^{-1/2}`; the fluctuation of one layer is of order
+    - ``gamma`` in :math:`(0, \tfrac12)`: still an ODE limit, with an error of order :math:`h^{1/2-\gamma}`
+      (chapter 3: the rates form a continuum);
+    - ``regime="sde"`` (:math:`\gamma = \tfrac12`): the fluctuation of one layer is of order
       :math:`h^{1/2}` and the network converges in law to a stochastic differential equation.
 
     Parameters
@@ -376,6 +379,9 @@ def iid_layer_weights(
     t1 : float
         Depth ``T > 0`` (sets ``h``).
     regime : {"ode", "sde"}
+        Shorthand for ``gamma = 0`` and ``gamma = 1/2``; ignored when ``gamma`` is given.
+    gamma : float, optional
+        Noise exponent :math:`\gamma \ge 0`: the fluctuations are scaled by :math:`h^{-\gamma}`.
     batch_shape : tuple of int
         Independent draws (e.g. several networks at once).
     generator : torch.Generator, optional
@@ -388,7 +394,7 @@ def iid_layer_weights(
     Raises
     ------
     ValueError
-        If ``mean`` is not a matrix, ``std < 0``, ``t1 <= 0`` or ``regime`` is unknown.
+        If ``mean`` is not a matrix, ``std < 0``, ``t1 <= 0``, ``gamma < 0`` or ``regime`` is unknown.
 
     Examples
     --------
@@ -397,6 +403,10 @@ def iid_layer_weights(
     >>> W = iid_layer_weights(torch.eye(2, dtype=torch.float64), 0.1, 8, generator=torch.Generator().manual_seed(0))
     >>> W.shape, W.dtype
     (torch.Size([8, 2, 2]), torch.float64)
+    >>> Z = torch.zeros(1, 1, dtype=torch.float64)  # gamma = 1/4 with h = 1/16: the noise is scaled by 16^{1/4} = 2
+    >>> W = iid_layer_weights(Z, 1.0, 16, gamma=0.25, batch_shape=(4000,), generator=torch.Generator().manual_seed(0))
+    >>> round(W.std().item(), 1)
+    2.0
     """
     if not isinstance(mean, Tensor):
         raise TypeError(f"mean must be a torch.Tensor of shape (p, q); got {type(mean).__name__}")
@@ -407,7 +417,10 @@ def iid_layer_weights(
     t1 = check_real(t1, "t1", positive=True)
     if regime not in ("ode", "sde"):
         raise ValueError(f"regime must be 'ode' or 'sde'; got {regime!r}")
+    if gamma is None:
+        gamma = 0.0 if regime == "ode" else 0.5
+    gamma = check_real(gamma, "gamma", nonnegative=True)
     batch_shape = tuple(int(b) for b in batch_shape)
-    scale = std if regime == "ode" else std / math.sqrt(t1 / n_layers)
+    scale = std * (t1 / n_layers) ** (-gamma)
     z = torch.randn((n_layers, *batch_shape, *mean.shape), generator=generator, dtype=mean.dtype)
     return mean + scale * z.to(mean.device)

@@ -12,23 +12,30 @@ Chapter 4 of the book proves the statements these functions evaluate:
   :math:`\rho(h) = \sqrt{1 - 2mh + \Lambda^2h^2}` (:func:`uniform_euler_error_bound`);
 * softmax attention :math:`G(X)_i = \sum_j P_{ij}(X) V x_j` is Lipschitz on
   :math:`\{X : \|x_i\| \le R\ \forall i\}` in the Euclidean norm of :math:`\mathbb R^{nd}` with the
-  constant of :func:`attention_lipschitz_bound`.
+  constant of :func:`attention_lipschitz_bound`;
+* damped attention :math:`F(X) = -aX + G(X)` contracts that ball in the max-over-tokens norm
+  :math:`\|X\|_{\infty,2} = \max_i |x_i|`, with a rate and a step range independent of the number of
+  tokens (:func:`max_norm_contraction`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .._validation import check_positive_int, check_real
 from ..stability import euler_step_factor
+from .regularity import lipschitz_bound
 
 __all__ = [
     "linear_euler_factor",
     "uniform_euler_error_bound",
     "attention_lipschitz_bound",
+    "MaxNormCertificate",
+    "max_norm_contraction",
     "forced_linear_solution",
 ]
 
@@ -188,6 +195,127 @@ def attention_lipschitz_bound(
     kappa = beta * qk
     c = min(float(n), math.exp(min(2.0 * kappa * R * R, 700.0)))
     return v * (math.sqrt(c) + math.sqrt(2.0 * (1.0 + c)) * kappa * R * R)
+
+
+@dataclass(frozen=True)
+class MaxNormCertificate:
+    r"""Certified contraction of damped attention :math:`F(X) = -aX + G(X)` on the ball :math:`B_R` (chapter 4).
+
+    In the max-over-tokens norm :math:`\|X\|_{\infty,2} = \max_i |x_i|`, with chapter 2's Lipschitz
+    constant :math:`\Lambda_R = \|V\|(1 + 2|\beta|\,\|K^\top Q\|R^2)` of :math:`G` on :math:`B_R`, one Euler
+    layer :math:`X \mapsto X + hF(X)` is Lipschitz on :math:`B_R` with constant
+    :math:`|1 - ha| + h\Lambda_R` (:meth:`layer_factor`), and :math:`B_R` is invariant under the layer when
+    :math:`0 < h \le 2/(a + \|V\|)`, and under the flow, when :math:`a \ge \|V\|`.
+
+    Attributes
+    ----------
+    damping : float
+        :math:`a > 0`.
+    radius : float
+        :math:`R > 0`.
+    lipschitz : float
+        :math:`\Lambda_R`; it does not depend on the number of tokens.
+    value_norm : float
+        :math:`\|V\|` (spectral norm).
+    rate : float
+        :math:`m = a - \Lambda_R`; the flow contracts at rate ``rate`` when it is positive.
+    step_max : float
+        :math:`1/a`: for :math:`0 < h \le 1/a` the layer factor is :math:`1 - hm`.
+    step_max_extended : float
+        :math:`2/(a + \Lambda_R)`: the layer factor is below 1 for every :math:`0 < h <` this value when
+        ``rate > 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book.contraction import max_norm_contraction
+    >>> c = max_norm_contraction(2.0, 1.0, beta=0.5, V=0.5 * torch.eye(2, dtype=torch.float64))
+    >>> c.lipschitz, c.rate, c.step_max, round(c.step_max_extended, 4), c.layer_factor(0.25)
+    (1.0, 1.0, 0.5, 0.6667, 0.75)
+    """
+
+    damping: float
+    radius: float
+    lipschitz: float
+    value_norm: float
+    rate: float
+    step_max: float
+    step_max_extended: float
+
+    @property
+    def contracts(self) -> bool:
+        """Whether the certificate proves contraction (``rate > 0``, which implies ``a > ||V||``)."""
+        return self.rate > 0.0
+
+    def layer_factor(self, h: float) -> float:
+        r"""Certified Lipschitz constant :math:`|1 - ha| + h\Lambda_R` of one Euler layer on :math:`B_R`.
+
+        Valid for :math:`0 \le h \le 2/(a + \|V\|)` (the layers then map :math:`B_R` into itself when
+        :math:`a \ge \|V\|`); below 1 exactly when :math:`0 < h < 2/(a + \Lambda_R)` and ``rate > 0``.
+
+        Raises
+        ------
+        ValueError
+            If ``h < 0`` or ``h > 2 / (a + ||V||)``.
+        """
+        h = check_real(h, "h", nonnegative=True)
+        h_inv = 2.0 / (self.damping + self.value_norm)
+        if h > h_inv * (1 + 1e-12):
+            raise ValueError(f"h must be <= 2/(a + ||V||) = {h_inv:.6g} for B_R to be invariant; got h={h}")
+        return abs(1.0 - h * self.damping) + h * self.lipschitz
+
+
+def max_norm_contraction(
+    damping: float,
+    radius: float,
+    *,
+    beta: float = 1.0,
+    Q: Tensor | None = None,
+    K: Tensor | None = None,
+    V: Tensor | None = None,
+) -> MaxNormCertificate:
+    r"""Certificate of contraction for damped attention :math:`-aX + G(X)` in the max-over-tokens norm.
+
+    Uses chapter 2's Lipschitz bound :func:`flowlib.book.regularity.lipschitz_bound` on the ball
+    :math:`B_R = \{X : \max_i |x_i| \le R\}`; see :class:`MaxNormCertificate` for what is certified.
+    Nothing depends on the number of tokens.
+
+    Parameters
+    ----------
+    damping : float
+        :math:`a > 0`.
+    radius : float
+        :math:`R > 0`.
+    beta : float
+        Inverse temperature (any real).
+    Q, K : Tensor, shape (k, d), optional
+        ``None`` = identity.
+    V : Tensor, shape (d, d), optional
+        ``None`` = identity.
+
+    Returns
+    -------
+    MaxNormCertificate
+
+    Raises
+    ------
+    ValueError
+        If ``damping <= 0`` or ``radius <= 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book.contraction import max_norm_contraction
+    >>> c = max_norm_contraction(2.0, 1.0, beta=0.5, V=0.5 * torch.eye(2, dtype=torch.float64))
+    >>> c.rate, c.step_max, c.contracts  # rate 1.0 for every h <= 0.5, whatever the number of tokens
+    (1.0, 0.5, True)
+    """
+    a = check_real(damping, "damping", positive=True)
+    R = check_real(radius, "radius", positive=True)
+    beta = check_real(beta, "beta")
+    lam = lipschitz_bound(R, beta, Q, K, V)
+    v = 1.0 if V is None else float(torch.linalg.matrix_norm(V.to(torch.float64), ord=2))
+    return MaxNormCertificate(a, R, lam, v, a - lam, 1.0 / a, 2.0 / (a + lam))
 
 
 def forced_linear_solution(M: Tensor, c: Tensor, omega: float, x0: Tensor, t: Tensor) -> Tensor:
