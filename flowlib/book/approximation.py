@@ -422,5 +422,6 @@ def iid_layer_weights(
     gamma = check_real(gamma, "gamma", nonnegative=True)
     batch_shape = tuple(int(b) for b in batch_shape)
     scale = std * (t1 / n_layers) ** (-gamma)
-    z = torch.randn((n_layers, *batch_shape, *mean.shape), generator=generator, dtype=mean.dtype)
+    draw_on = generator.device if generator is not None else mean.device  # a CUDA generator draws on CUDA
+    z = torch.randn((n_layers, *batch_shape, *mean.shape), generator=generator, dtype=mean.dtype, device=draw_on)
     return mean + scale * z.to(mean.device)

@@ -186,8 +186,8 @@ def attention_lipschitz_bound(
     if Q is None and K is None:
         qk = 1.0
     else:
-        q = Q if Q is not None else torch.eye(K.shape[1], dtype=K.dtype)
-        k = K if K is not None else torch.eye(Q.shape[1], dtype=Q.dtype)
+        q = Q if Q is not None else torch.eye(K.shape[1], dtype=K.dtype, device=K.device)
+        k = K if K is not None else torch.eye(Q.shape[1], dtype=Q.dtype, device=Q.device)
         if q.shape != k.shape:
             raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(q.shape)} and {tuple(k.shape)}")
         qk = float(torch.linalg.matrix_norm(q.mT @ k, ord=2))
@@ -333,9 +333,9 @@ def forced_linear_solution(M: Tensor, c: Tensor, omega: float, x0: Tensor, t: Te
     omega : float
         Forcing frequency.
     x0 : Tensor, shape (n, d)
-        Initial tokens (real floating).
+        Tokens at time 0 (real floating).
     t : Tensor, shape (S,)
-        Times.
+        Times (any grid; it need not start at 0).
 
     Returns
     -------
@@ -363,7 +363,7 @@ def forced_linear_solution(M: Tensor, c: Tensor, omega: float, x0: Tensor, t: Te
         raise ValueError("t must be a 1-D tensor of times")
     cdt = torch.complex128 if x0.dtype == torch.float64 else torch.complex64
     Mc = M.to(cdt)
-    eye = torch.eye(M.shape[0], dtype=cdt)
+    eye = torch.eye(M.shape[0], dtype=cdt, device=M.device)
     shift = 1j * omega * eye - Mc
     if float(torch.linalg.svdvals(shift)[-1]) < 1e-12:
         raise ValueError("i*omega is an eigenvalue of M (resonance): no periodic solution")
@@ -371,5 +371,5 @@ def forced_linear_solution(M: Tensor, c: Tensor, omega: float, x0: Tensor, t: Te
     tt = t.to(x0.dtype)
     p = (a[None, :] * torch.exp(1j * omega * tt.to(cdt))[:, None]).real.to(x0.dtype)  # (S, d)
     expm = torch.linalg.matrix_exp(tt[:, None, None] * M.to(x0.dtype)[None])  # (S, d, d)
-    z0 = x0 - p[0]  # (n, d)
+    z0 = x0 - a.real.to(x0.dtype)  # x0 - p(0): x0 is the state at time 0, whatever the grid's first time
     return torch.einsum("sab,nb->sna", expm, z0) + p[:, None, :]
