@@ -78,14 +78,17 @@ browser-deps:
 	    echo "browser tests need Debian's chromium: sudo apt-get install chromium (they skip without it)"; \
 	  fi; }
 
-# Student and autograder editions of the Otter-Grader assignments, into _build/assignments (not committed).
+# Student and autograder editions of the five Otter-Grader assignments, into _build/assignments (not committed).
 assignments: $(STAMP)
 	$(PY) assignments/build.py --out _build/assignments
 
-# The book with every exercise solution hidden (sphinx-exercise's hide_solutions), into _build/student.
+# The book with no exercise solution anywhere, into _build/student: solutions hidden on the pages, no _sources,
+# no download/launch/repository buttons (assignments/student_edition.py), then a search of every file for them.
 book-student: $(STAMP)
-	$(PY) -c "import yaml; c = yaml.safe_load(open('_config.yml')); c['sphinx']['config']['hide_solutions'] = True; yaml.safe_dump(c, open('_config_student.yml', 'w'))"
+	$(PY) assignments/student_edition.py config _config_student.yml
 	$(VENV)/bin/jupyter-book build . --config _config_student.yml --path-output _build/student; status=$$?; rm -f _config_student.yml; exit $$status
+	$(PY) assignments/student_edition.py scrub _build/student/_build/html
+	$(PY) assignments/student_edition.py check _build/student/_build/html
 	@echo "Student edition: $(CURDIR)/_build/student/_build/html/index.html"
 
 # Benchmarks (minutes; run on an otherwise idle machine), then the book's results page.
