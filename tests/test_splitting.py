@@ -188,21 +188,3 @@ def test_error_coefficient_validation():
         sp.euler_error_coefficient(lambda x: x, torch.ones(1, 1, dtype=F64), t1=0.0)
     with pytest.raises(ValueError):
         sp.euler_error_coefficient(lambda x: x, torch.ones(1, 1, dtype=F64), t1=1.0, n_steps=0)
-
-
-def test_t_interval():
-    mean, lo, hi = sp.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert mean == 3.0
-    assert hi - mean == pytest.approx(2.776 * math.sqrt(2.5) / math.sqrt(5), rel=1e-9)
-    assert mean - lo == pytest.approx(hi - mean)
-    # agrees with scipy's quantile for 10 and 50 values
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for m in (10, 50):
-        v = torch.arange(m, dtype=F64) ** 1.5
-        _, lo, hi = sp.t_interval(v)
-        q = scipy_stats.t.ppf(0.975, m - 1)
-        assert (hi - lo) / 2 == pytest.approx(q * v.std().item() / math.sqrt(m), rel=2e-3)
-    with pytest.raises(ValueError):
-        sp.t_interval([1.0])
-    with pytest.raises(ValueError):
-        sp.t_interval([1.0, float("nan")])

@@ -8,8 +8,7 @@ Strang splittings with any of flowlib's steppers inside; the helpers :func:`eule
 and its first-order limit, :func:`euler_spectral_radius` the growth factor
 :math:`\rho(I + hM)` of Euler layers on a linear field, :func:`euler_error_coefficient` the
 coefficient :math:`e(T)` of the first-order error expansion :math:`x^L - x(T) = h\,e(T) + O(h^2)`
-(chapter 1 of the book), and :func:`t_interval` the mean of a statistic over seeds with its 95 %
-Student-t interval (the book's seed standard).
+(chapter 1 of the book). Intervals over seeds come from :mod:`flowlib.stats`.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ __all__ = [
     "euler_test_error_limit",
     "euler_spectral_radius",
     "euler_error_coefficient",
-    "t_interval",
 ]
 
 #: Splitting schemes: ``"lie"`` (A for h, then B for h) and ``"strang"`` (A for h/2, B for h, A for h/2).
@@ -314,53 +312,3 @@ def euler_error_coefficient(
         x = x + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
         e = e + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
     return x, e
-
-
-# Two-sided 97.5 % quantiles of Student's t with 1, ..., 30 degrees of freedom.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def t_interval(values) -> tuple[float, float, float]:
-    r"""Mean of a statistic over independent seeds and its two-sided 95 % Student-t interval.
-
-    With :math:`m` values, mean :math:`\bar v` and sample standard deviation :math:`s`, the interval is
-    :math:`\bar v \pm t_{0.975, m-1}\, s/\sqrt m` (exact quantiles for up to 31 values, the
-    Cornish-Fisher approximation :math:`z + (z^3 + z)/(4\nu)` beyond).
-
-    Parameters
-    ----------
-    values : sequence of float or Tensor
-        At least two finite values, one per seed.
-
-    Returns
-    -------
-    (float, float, float)
-        ``(mean, low, high)``.
-
-    Raises
-    ------
-    ValueError
-        If there are fewer than two values or one is not finite.
-
-    Examples
-    --------
-    >>> from flowlib.book.splitting import t_interval
-    >>> mean, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])  # s = 1.581, t_4 = 2.776
-    >>> mean, round(lo, 3), round(hi, 3)
-    (3.0, 1.037, 4.963)
-    """
-    v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
-    if v.numel() < 2:
-        raise ValueError(f"t_interval needs at least two values; got {v.numel()}")
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError("t_interval: every value must be finite")
-    m = v.numel()
-    df = m - 1
-    q = _T975[df - 1] if df <= len(_T975) else 1.959964 + (1.959964**3 + 1.959964) / (4 * df)
-    mean = float(v.mean())
-    half = q * float(v.std(unbiased=True)) / m**0.5
-    return mean, mean - half, mean + half
