@@ -10,7 +10,11 @@ With :math:`\mu = \mathcal N(\alpha, \Sigma)` and the score :math:`\beta\langle 
   its relative variance :math:`e^{(Ax)^\top\Sigma(Ax)} - 1` (:func:`normaliser_relative_variance`), the
   criterion :math:`\lambda_{\max}(\Sigma^{1/2}A^\top\Sigma A\Sigma^{1/2}) < 1/2` under which it is integrable in
   :math:`x \sim \mu` (:func:`normaliser_criterion`), its mean (:func:`expected_relative_variance`) and the
-  asymptotic variance of the self-normalised velocity estimate (:func:`snis_asymptotic_variance`).
+  asymptotic variance of the self-normalised velocity estimate (:func:`snis_asymptotic_variance`);
+* the standardised mean :math:`(\alpha^\top\Sigma^{-1}\alpha)^{1/2}`, which grows exactly like :math:`e^{vt}` along the
+  closure when :math:`V = vI` (:func:`standardized_mean`), and the effective number of keys of an attention
+  matrix (:func:`effective_keys`), which is near one when attention selects single tokens;
+* a t-interval for a statistic measured over independent seeds (:func:`seed_interval`), the book's seed standard.
 
 All functions take float tensors, batch over no leading dimensions unless stated, and run on the device
 of their input.
@@ -31,7 +35,14 @@ __all__ = [
     "normaliser_relative_variance",
     "expected_relative_variance",
     "snis_asymptotic_variance",
+    "standardized_mean",
+    "effective_keys",
+    "seed_interval",
 ]
+
+# two-sided 95% quantiles of Student's t distribution, degrees of freedom 1..30
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def _matrix(M, name: str, d: int | None = None, like: Tensor | None = None) -> Tensor:
@@ -277,3 +288,118 @@ def snis_asymptotic_variance(x: Tensor, cov: Tensor, A: Tensor, V: Tensor | None
     q = ((Ax @ cov) * Ax).sum(-1)
     shift = Ax @ cov @ V.mT  # V Sigma A x, as rows
     return torch.exp(q) * (torch.trace(V @ cov @ V.mT) + (shift**2).sum(-1))
+
+
+def standardized_mean(mean: Tensor, cov: Tensor) -> Tensor:
+    r"""The standardised mean :math:`\sqrt{\alpha^\top\Sigma^{-1}\alpha}`: the distance of the origin to the mean in
+    units of the cloud's own spread.
+
+    Along the Gaussian closure of softmax attention with :math:`V = vI` it equals
+    :math:`e^{vt}` times its initial value, for every score matrix :math:`A` (Chapter 7, the mean law).
+
+    Parameters
+    ----------
+    mean : Tensor, shape (..., d)
+    cov : Tensor, shape (..., d, d)
+        Symmetric positive definite (batched like ``mean``).
+
+    Returns
+    -------
+    Tensor, shape (...)
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not match or a covariance is not positive definite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book.gaussian_analysis import standardized_mean
+    >>> float(standardized_mean(torch.tensor([2.0, 0.0]), torch.diag(torch.tensor([4.0, 1.0]))))
+    1.0
+    """
+    mean, cov = torch.as_tensor(mean), torch.as_tensor(cov)
+    if not (mean.is_floating_point() and cov.is_floating_point()):
+        raise TypeError("mean and cov must have floating dtypes")
+    if cov.ndim < 2 or cov.shape[-1] != cov.shape[-2] or mean.shape[-1] != cov.shape[-1]:
+        raise ValueError(f"mean (..., d) and cov (..., d, d) do not match: {tuple(mean.shape)}, {tuple(cov.shape)}")
+    L, info = torch.linalg.cholesky_ex(cov)
+    if bool((info != 0).any()):
+        raise ValueError("cov must be positive definite")
+    z = torch.linalg.solve_triangular(L, mean.unsqueeze(-1).to(cov.dtype), upper=False)
+    return z.squeeze(-1).norm(dim=-1)
+
+
+def effective_keys(weights: Tensor) -> Tensor:
+    r"""Effective number of keys :math:`1/\sum_jP_{ij}^2` of each row of an attention matrix.
+
+    It is ``n`` for uniform rows and ``1`` when a row puts all its weight on a single key.
+
+    Parameters
+    ----------
+    weights : Tensor, shape (..., n, n)
+        Rows are probability vectors (non-negative, summing to one).
+
+    Returns
+    -------
+    Tensor, shape (..., n)
+
+    Raises
+    ------
+    ValueError
+        If a row has a negative entry or does not sum to one (to 1e-6).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book.gaussian_analysis import effective_keys
+    >>> effective_keys(torch.tensor([[0.5, 0.5], [1.0, 0.0]])).tolist()
+    [2.0, 1.0]
+    """
+    P = torch.as_tensor(weights)
+    if not P.is_floating_point() or P.ndim < 2:
+        raise TypeError("weights must be a floating tensor of shape (..., n, n)")
+    if bool((P < 0).any()) or not torch.allclose(P.sum(-1), torch.ones((), dtype=P.dtype), atol=1e-6):
+        raise ValueError("every row of weights must be a probability vector")
+    return 1.0 / (P**2).sum(-1)
+
+
+def seed_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    r"""Mean and two-sided 95% Student-t interval of a statistic measured over independent seeds.
+
+    Parameters
+    ----------
+    values : sequence of float or Tensor, at least 2 values
+        One value of the statistic per seed.
+    level : float
+        Only ``0.95`` is supported.
+
+    Returns
+    -------
+    (mean, low, high) : tuple of float
+        ``mean -/+ t_{0.975, m-1} * sd / sqrt(m)`` for ``m`` values.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two values are given, a value is not finite, or ``level != 0.95``.
+
+    Examples
+    --------
+    >>> from flowlib.book.gaussian_analysis import seed_interval
+    >>> m, lo, hi = seed_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    >>> m, round(lo, 3), round(hi, 3)
+    (3.0, 1.037, 4.963)
+    """
+    if level != 0.95:
+        raise ValueError(f"only level=0.95 is supported; got {level}")
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    m = v.numel()
+    if m < 2:
+        raise ValueError(f"seed_interval needs at least 2 values; got {m}")
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError("seed_interval got a NaN or infinite value")
+    t = _T975[m - 2] if m - 1 <= len(_T975) else 1.960 + 2.5 / (m - 1)  # t_{0.975, df}; df > 30: a close upper bound
+    mean, half = float(v.mean()), t * float(v.std(unbiased=True)) / math.sqrt(m)
+    return mean, mean - half, mean + half
