@@ -142,3 +142,84 @@ def test_velocity_error_slope_is_minus_one_half_when_criterion_holds():
             errs.append(((fl.measure_velocity(field, x, y) - 0.4 * x) ** 2).sum(-1))
         rms.append(float(torch.cat(errs).mean().sqrt()))
     assert -fl.fit_order(Ns, rms) == pytest.approx(-0.5, abs=0.12)
+
+
+# --- the mean law, effective keys and the seed standard (Chapter 7, issue 21)
+
+
+@pytest.mark.parametrize("v", [1.0, -1.0, 0.5])
+def test_standardized_mean_follows_the_mean_law_for_every_A(v):
+    g = torch.Generator().manual_seed(3)
+    Q, K = torch.randn(2, 2, generator=g, dtype=F64), torch.randn(2, 2, generator=g, dtype=F64)
+    mean0, cov0 = torch.tensor([0.3, -0.5], dtype=F64), torch.tensor([[0.5, 0.1], [0.1, 0.3]], dtype=F64)
+    sol = fl.solve_gaussian("softmax", mean0, cov0, Q=Q, K=K, V=v * torch.eye(2, dtype=F64), t1=0.5, n_steps=200)
+    assert sol.status == "ok"
+    ratio = ga.standardized_mean(sol.final_mean, sol.final_cov) / ga.standardized_mean(mean0, cov0)
+    assert abs(float(ratio) - math.exp(0.5 * v)) < 1e-8
+
+
+def test_standardized_mean_batches_and_rejects_bad_input():
+    cov = torch.stack([torch.eye(2, dtype=F64), 4 * torch.eye(2, dtype=F64)])
+    out = ga.standardized_mean(torch.tensor([[3.0, 4.0], [3.0, 4.0]], dtype=F64), cov)
+    assert torch.allclose(out, torch.tensor([5.0, 2.5], dtype=F64))
+    with pytest.raises(ValueError, match="positive definite"):
+        ga.standardized_mean(torch.zeros(2, dtype=F64), torch.diag(torch.tensor([1.0, -1.0], dtype=F64)))
+    with pytest.raises(ValueError, match="do not match"):
+        ga.standardized_mean(torch.zeros(3, dtype=F64), torch.eye(2, dtype=F64))
+    with pytest.raises(TypeError):
+        ga.standardized_mean(torch.zeros(2, dtype=torch.int64), torch.eye(2, dtype=F64))
+
+
+def test_effective_keys_values_and_errors():
+    P = torch.tensor(
+        [[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0], [0.7, 0.1, 0.1, 0.1]], dtype=F64
+    )
+    assert torch.allclose(ga.effective_keys(P), torch.tensor([4.0, 1.0, 2.0, 1 / 0.52], dtype=F64))
+    W = fl.SoftmaxAttention(beta=0.0).weights(torch.randn(5, 2, dtype=F64))
+    assert torch.allclose(ga.effective_keys(W), torch.full((5,), 5.0, dtype=F64))
+    with pytest.raises(ValueError, match="probability"):
+        ga.effective_keys(torch.tensor([[0.5, 0.6], [0.5, 0.5]], dtype=F64))
+    with pytest.raises(ValueError, match="probability"):
+        ga.effective_keys(torch.tensor([[1.5, -0.5], [0.5, 0.5]], dtype=F64))
+
+
+@pytest.mark.parametrize("m", [2, 5, 10, 31, 40])
+def test_seed_interval_matches_student_t(m):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    values = torch.linspace(0.0, 1.0, m, dtype=F64) ** 2
+    mean, lo, hi = ga.seed_interval(values)
+    sd = float(values.std(unbiased=True))
+    half = scipy_stats.t.ppf(0.975, m - 1) * sd / math.sqrt(m)
+    assert abs(mean - float(values.mean())) < 1e-12
+    assert abs((hi - lo) / 2 - half) < 2e-3 * half  # the table; above 30 degrees of freedom a close upper bound
+    assert (hi - lo) / 2 >= half * (1 - 1e-3)
+
+
+def test_seed_interval_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        ga.seed_interval([1.0])
+    with pytest.raises(ValueError, match="finite"):
+        ga.seed_interval([1.0, float("nan")])
+    with pytest.raises(ValueError, match="0.95"):
+        ga.seed_interval([1.0, 2.0], level=0.9)
+
+
+def test_runaway_mean_freezes_the_cloud_and_stable_mean_tracks():
+    # Chapter 7: same covariance closure, V = I with K = -Q (runaway mean) against V = -I with K = Q (stable mean)
+    q = torch.tensor([[0.6, 0.8]], dtype=F64)
+    cov0 = 0.5 * torch.tensor([[1.0, 0.4], [0.4, 0.8]], dtype=F64)
+    x0 = fl.gaussian_tokens(200, torch.zeros(2, dtype=F64), cov0, generator=torch.Generator().manual_seed(5))
+    m0, C0 = fl.empirical_moments(x0)
+    z = q[0] / q[0].norm()
+    ratios = {}
+    for name, f in {
+        "runaway": fl.SoftmaxAttention(Q=q, K=-q),
+        "stable": fl.SoftmaxAttention(Q=q, K=q, V=-torch.eye(2, dtype=F64)),
+    }.items():
+        tr = fl.simulate(f, x0, t1=16.0, n_steps=40, method="rk4")
+        cl = fl.solve_gaussian(f, m0, C0, t1=16.0, n_steps=160)
+        ratios[name] = float(z @ fl.empirical_moments(tr.final)[1] @ z / (z @ cl.final_cov @ z))
+        if name == "runaway":
+            assert float(ga.effective_keys(f.weights(tr.final)).mean()) < 1.01  # single-token attention
+            assert float(tr.final.mean(0).norm()) > 1e4
+    assert abs(ratios["stable"] - 1) < 0.01 and ratios["runaway"] > 1.5
