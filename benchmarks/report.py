@@ -9,6 +9,7 @@ so CPU and GPU measurements sit side by side. Run after the benchmark scripts::
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,6 +51,70 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# Two-sided 97.5% quantiles of Student's t with 1, ..., 10 degrees of freedom (for the slope intervals below).
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def loglog_slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares slope of log y on log x and the half-width of its 95% t interval (needs 3+ points)."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    n = len(lx)
+    mx, my = sum(lx) / n, sum(ly) / n
+    sxx = sum((a - mx) ** 2 for a in lx)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sxx
+    resid = [b - my - slope * (a - mx) for a, b in zip(lx, ly)]
+    se = math.sqrt(sum(r * r for r in resid) / (n - 2) / sxx)
+    return slope, T975[n - 3] * se
+
+
+def check(condition: bool, statement: str) -> str:
+    """A statement of the page, checked against the measured file when the page is generated."""
+    if not condition:
+        raise AssertionError(f"benchmark statement no longer holds: {statement}")
+    return f"- {statement} (checked when this page was generated)."
+
+
+def attention_findings(res: dict) -> list[str]:
+    """What the measurements show, computed from the file; only for the CPU the book is built on."""
+    grid = [r for r in res["grid"] if "seconds" in r]
+    big = [r for r in grid if r["N"] == 10**5 and r["impl"] == "flowlib auto" and r["dtype"] == "float32"]
+    out = ["**What these measurements show.**", ""]
+    h = res["headline"]
+    out.append(
+        check(
+            0.8 < h["ratio"] < 1.2,
+            f"The public field costs as much as the direct fused call: time ratio {h['ratio']:.2f}, "
+            "between 0.8 and 1.2",
+        )
+    )
+    if big:
+        lo, hi = min(r["seconds"] for r in big), max(r["seconds"] for r in big)
+        mem = max(r["peak_mib"] for r in big)
+        out.append(
+            check(
+                5 < lo and hi < 15 and mem < 10,
+                f"One float32 velocity of 100,000 tokens (d = 2, 3, 16) takes "
+                f"{lo:.1f} to {hi:.1f} s with at most {mem:.1f} MiB of extra memory: between 5 and 15 s, below 10 MiB",
+            )
+        )
+    sdpa = sorted(
+        (r["N"], r["seconds"])
+        for r in grid
+        if r["impl"] == "flowlib sdpa" and r["dtype"] == "float32" and r["d"] == 16 and r["N"] >= 10**4
+    )
+    if len(sdpa) >= 3:
+        slope, half = loglog_slope([n for n, _ in sdpa], [t for _, t in sdpa])
+        out.append(
+            check(
+                abs(slope - 2) < 0.35,
+                f"From 10,000 tokens on, the time of the `sdpa` backend (float32, d = 16) grows "
+                f"like $N^{{{slope:.2f}}}$ (95% interval ±{half:.2f}, {len(sdpa)} sizes); the fitted exponent is within 0.35 of 2",
+            )
+        )
+    out.append("")
+    return out
+
+
 def attention_section(res: dict) -> str:
     out = [f"## Softmax velocity: {res['device']}", ""]
     out.append(
@@ -70,6 +135,8 @@ def attention_section(res: dict) -> str:
         f"{h['max_abs_difference']:.1e}.",
         "",
     ]
+    if "2 threads" in res["device"]:  # the machine the book is built on
+        out += attention_findings(res)
     grid = res["grid"]
     impls = list(dict.fromkeys(r["impl"] for r in grid))
     notes = {}
@@ -114,6 +181,28 @@ def meanfield_section(res: dict) -> str:
         [f"{r['N']:,}", fmt_time(r["seconds"]), fmt_mem(r["peak_mib"]), f"{r['sw_to_closure']:.4f}"]
         for r in res["rows"]
     ]
+    Ns = [r["N"] for r in res["rows"]]
+    slope, half = loglog_slope(Ns, [r["sw_to_closure"] for r in res["rows"]])
+    findings = [
+        check(
+            all(r["layers"] == 10 for r in res["rows"]) and max(Ns) >= 10**5, "Ten layers, up to 100,000 tokens or more"
+        ),
+        check(
+            -0.8 < slope - half and slope + half < -0.3,
+            f"The sliced distance to the closure falls like $N^{{{slope:.2f}}}$, with a 95% interval of "
+            f"±{half:.2f} from the regression over {len(Ns)} sizes (one draw per size, so the interval reflects only the "
+            "scatter about the fitted line): roughly $N^{-1/2}$, the whole interval between -0.8 and -0.3",
+        ),
+    ]
+    if "2 threads" in res["device"]:
+        t_big = min(r["seconds"] for r in res["rows"] if r["N"] >= 10**5)
+        findings.append(
+            check(
+                t_big > 60,
+                f"On this 2-thread CPU, 100,000 tokens through ten layers take {t_big:.0f} s, "
+                "well over a minute: too slow to recompute in a chapter",
+            )
+        )
     return "\n".join(
         [
             f"## Mean field by particles: {res['device']}",
@@ -123,6 +212,10 @@ def meanfield_section(res: dict) -> str:
             'give in the mean-field limit (`solve_gaussian(..., method="layers")`).',
             "",
             table(["N", "wall time", "peak", "SW₂ to closure"], rows),
+            "",
+            "**What these measurements show.**",
+            "",
+            *findings,
             "",
         ]
     )
