@@ -21,6 +21,7 @@ __all__ = [
     "check_positive_int",
     "check_on_sphere",
     "sphere_tolerance",
+    "renamed_kwargs",
 ]
 
 
@@ -142,3 +143,29 @@ def check_on_sphere(x: Tensor, name: str = "x") -> None:
             f"{name} must lie on the unit sphere (| ||x_i|| - 1 | <= {tol:g}); got a deviation of "
             f"{float(dev):.3g}. Normalise it with flowlib.unit_normalize."
         )
+
+
+def renamed_kwargs(since: str = "0.3", **renames: str):
+    """Decorator: accept the old keyword ``old=`` for ``new=`` (``renamed_kwargs(old="new")``), with a
+    ``DeprecationWarning``; passing both raises ``TypeError``. The signature shown is the new one."""
+    import functools
+    import warnings
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{fn.__name__}() got {new}= and its deprecated name {old}=; pass {new}= only")
+                    warnings.warn(
+                        f"{fn.__name__}({old}=...) is deprecated since flowlib {since}; use {new}=...",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
+                    kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco

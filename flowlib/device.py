@@ -107,9 +107,11 @@ def measure_call(fn: Callable[[], Any], *, device: torch.device | str | None = N
     fn : callable
         Takes no arguments.
     device : torch.device or str, optional
-        Where ``fn`` computes (default: the CPU). On CUDA the peak is what PyTorch allocated beyond
-        what was allocated before the call; on the CPU it is the rise of the process's peak resident
-        memory, which also counts buffers that the C allocator keeps after they are freed.
+        Where ``fn`` computes. On CUDA the peak is what PyTorch allocated beyond what was allocated
+        before the call; on the CPU it is the rise of the process's peak resident memory, which also
+        counts buffers that the C allocator keeps after they are freed. Default: the CPU for the memory,
+        but the time is always measured with every initialised CUDA device synchronised before and
+        after the call, so that a CUDA function is not timed by its kernel launches only.
 
     Returns
     -------
@@ -124,6 +126,7 @@ def measure_call(fn: Callable[[], Any], *, device: torch.device | str | None = N
     """
     device = torch.device("cpu" if device is None else device)
     gc.collect()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -141,10 +144,14 @@ def measure_call(fn: Callable[[], Any], *, device: torch.device | str | None = N
         before = _rss_kib("VmRSS")
     except (OSError, AttributeError, StopIteration):
         before = None
+    if sync is not None:
+        sync()
     t0 = time.perf_counter()
     result = fn()
     if device.type == "mps":
         torch.mps.synchronize()
+    if sync is not None:
+        sync()
     seconds = time.perf_counter() - t0
     if before is not None:
         peak = max(0, _rss_kib("VmHWM") - before) * 1024

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,17 +112,35 @@ def equiangular_rhs(gamma: Tensor | float, beta: float, n: int, *, normalized: b
     return num / n
 
 
+#: Largest | ||x_i|| - 1 | that the clustering statistics accept (they threshold raw inner products).
+UNIT_NORM_TOL = 1e-2
+
+
+def _check_unit_norm(x: Tensor, what: str) -> None:
+    dev = float((torch.linalg.vector_norm(x.detach(), dim=-1) - 1).abs().max()) if x.numel() else 0.0
+    if not dev <= UNIT_NORM_TOL:
+        raise ValueError(
+            f"{what} thresholds inner products of unit-norm tokens; got tokens with | ||x_i|| - 1 | up to {dev:.3g} "
+            f"(> {UNIT_NORM_TOL:g}). Normalise them with flowlib.unit_normalize (layer_norm_projection has norm sqrt(d))"
+        )
+
+
 def cluster_count(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     """Number of clusters: connected groups of tokens whose pairwise inner products exceed ``threshold``.
 
     Parameters
     ----------
     x : Tensor, shape (..., n, d)
-        Unit-norm tokens.
+        Unit-norm tokens (to within 1e-2; others raise ``ValueError``).
 
     Returns
     -------
     Tensor of int64, shape (...)
+
+    Raises
+    ------
+    ValueError
+        If some token's norm is not 1 to within 1e-2 (inner products of other tokens do not measure angles).
 
     Examples
     --------
@@ -130,6 +150,7 @@ def cluster_count(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     tensor(2)
     """
     x = check_tokens(x)
+    _check_unit_norm(x, "cluster_count")
     close = (x @ x.mT) > threshold
     n = x.shape[-2]
     # transitive closure by repeated boolean matrix products (log2(n) squarings)
@@ -201,13 +222,31 @@ def hitting_time(
     delta: float = 1e-3,
     normalized: bool = True,
     gamma0: float = 0.0,
-    dt: float = 1e-3,
     t_max: float = 1e4,
+    dt: float | None = None,
 ) -> float:
     r"""First time the equiangular solution reaches :math:`\gamma = 1 - \delta`.
 
-    Integrates with RK4 steps of ``dt`` and locates the crossing by linear interpolation within the
-    last step (error O(dt^2) on top of RK4's). Returns ``inf`` if it is not reached by ``t_max``.
+    The equiangular ODE is scalar and autonomous with :math:`\dot\gamma > 0` on
+    :math:`(-1/(n-1), 1)`, so the time is the integral
+    :math:`\int_{\gamma_0}^{1-\delta} d\gamma / \dot\gamma(\gamma)`, computed by Gauss-Legendre quadrature
+    in :math:`u = -\log(1-\gamma)` (where the integrand is smooth): milliseconds whatever the answer,
+    accurate to about 1e-10 relative. Returns ``inf`` beyond ``t_max`` or when :math:`\gamma_0 \le -1/(n-1)`
+    (an equilibrium), and 0 when :math:`\gamma_0 \ge 1-\delta`.
+
+    The equiangular solution describes ``n`` pairwise-orthogonal unit tokens, so it needs ``n <= d``
+    tokens in :math:`\mathbb R^d`; for ``n > d`` it is only a heuristic.
+
+    Parameters
+    ----------
+    beta, n, normalized, gamma0
+        As in :func:`equiangular_solution`.
+    delta : float
+        The target is :math:`1 - \delta`.
+    t_max : float
+        Times beyond this are reported as ``inf``.
+    dt : float, optional
+        Ignored; the step of the fixed-step integrator of flowlib 0.2 (deprecated).
 
     Examples
     --------
@@ -215,25 +254,47 @@ def hitting_time(
     >>> t1 = fl.hitting_time(1.0, 4); t2 = fl.hitting_time(4.0, 4)
     >>> 0 < t1 < t2  # a larger beta clusters later
     True
+    >>> fl.hitting_time(16.0, 32)  # about 1.35e5, beyond t_max = 1e4
+    inf
     """
+    if dt is not None:
+        warnings.warn(
+            "hitting_time(dt=...) is deprecated and ignored since flowlib 0.3 (the time is a quadrature now)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    beta = check_real(beta, "beta")
+    n = check_positive_int(n, "n")
     delta = check_real(delta, "delta", positive=True)
-    dt = check_real(dt, "dt", positive=True)
+    gamma0 = check_real(gamma0, "gamma0")
+    t_max = check_real(t_max, "t_max", positive=True)
+    if delta >= 1:
+        raise ValueError(f"delta must be in (0, 1); got {delta}")
     target = 1.0 - delta
-    f = lambda _, g: equiangular_rhs(g, beta, n, normalized=normalized)  # noqa: E731
-    rk4 = STEPPERS["rk4"].step
-    g, t = float(gamma0), 0.0
-    if g >= target:
+    if gamma0 >= target:
         return 0.0
-    while t < t_max:
-        g_new = rk4(f, t, g, dt)
-        if g_new >= target:
-            return t + dt * (target - g) / (g_new - g)
-        g, t = g_new, t + dt
-    return math.inf
+    if n > 1 and gamma0 <= -1.0 / (n - 1):
+        return math.inf  # (n - 1) gamma + 1 <= 0: an equilibrium (or beyond the simplex)
+    u0, u1 = -math.log1p(-gamma0), -math.log(delta)
+    nodes, wts = np.polynomial.legendre.leggauss(16)
+    edges = np.linspace(u0, u1, 257)
+    mid, half = 0.5 * (edges[1:] + edges[:-1]), 0.5 * np.diff(edges)
+    u = (mid[:, None] + half[:, None] * nodes[None, :]).ravel()
+    g = -np.expm1(-u)  # gamma = 1 - e^{-u}; then dgamma = e^{-u} du and (1 - gamma) = e^{-u} cancel
+    lin = (n - 1) * g + 1
+    with np.errstate(over="ignore"):
+        if normalized:  # (e^beta + (n-1) e^{beta g}) / (2 e^{beta g} ((n-1) g + 1))
+            integrand = (np.exp(beta * (1 - g)) + (n - 1)) / (2 * lin)
+        else:  # n / (2 e^{beta g} ((n-1) g + 1))
+            integrand = n * np.exp(-beta * g) / (2 * lin)
+    t = float(np.sum(integrand.reshape(len(mid), -1) * wts[None, :] * half[:, None]))
+    return t if t <= t_max else math.inf
 
 
 def clustered_fraction(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     """Fraction of ordered pairs ``i != j`` with ``<x_i, x_j> > threshold`` (GLPR's phase-diagram statistic), shape ``(...)``.
+
+    The tokens must have unit norm (to within 1e-2), as for :func:`cluster_count`.
 
     Examples
     --------
@@ -243,6 +304,7 @@ def clustered_fraction(x: Tensor, *, threshold: float = 0.999) -> Tensor:
     tensor(0.3333)
     """
     x = check_tokens(x)
+    _check_unit_norm(x, "clustered_fraction")
     n = x.shape[-2]
     if n < 2:
         return torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device)
@@ -271,7 +333,8 @@ def phase_diagram(
     For each ``beta``, ``n_systems`` independent systems of ``n`` uniform tokens on :math:`\mathbb S^{d-1}`
     follow SA (``normalized=True``) or USA, discretised as GLPR do: an Euler step of size ``step``
     followed by renormalisation. The statistic is the fraction of pairs with inner product above
-    ``threshold`` (:func:`clustered_fraction`), averaged over systems.
+    ``threshold`` (:func:`clustered_fraction`), averaged over systems. ``t1 / step`` must be a whole
+    number (otherwise ``ValueError``: the step would silently differ from ``step``).
 
     Returns
     -------
@@ -294,12 +357,17 @@ def phase_diagram(
     n_systems = check_positive_int(n_systems, "n_systems")
     t1 = check_real(t1, "t1", positive=True)
     step = check_real(step, "step", positive=True)
+    n_steps = max(1, round(t1 / step))
+    if abs(n_steps * step - t1) > 1e-9 * t1:
+        raise ValueError(
+            f"t1 / step must be a whole number of steps; got t1={t1:g}, step={step:g} (the nearest step is "
+            f"{t1 / n_steps:g}, {n_steps} steps)"
+        )
     x0 = uniform_sphere(n, d, batch_shape=(len(betas), n_systems), generator=generator, dtype=dtype)
     x0 = x0.to(device) if device is not None else x0
     # beta enters through Q = beta I, broadcast over the systems of each row
     Q = betas.to(dtype=x0.dtype, device=x0.device)[:, None, None, None] * torch.eye(d, dtype=x0.dtype, device=x0.device)
     field = SphereAttention(beta=1.0, Q=Q, normalized=normalized)
-    n_steps = max(1, round(t1 / step))
     traj = simulate(field, x0, t1=t1, n_steps=n_steps, method="euler", retraction=unit_normalize, save_every=save_every)
     frac = clustered_fraction(traj.x, threshold=threshold).mean(dim=-1)  # (S, B)
     return traj.t, frac.mT.cpu()

@@ -40,8 +40,9 @@ Castin, Ablin, Carrillo and Peyré, *A unified perspective on the dynamics of de
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -75,8 +76,45 @@ _ALIVE_CHECK = 16
 
 
 # ----------------------------------------------------------------------------- helpers
+class _SymmetricSqrt(torch.autograd.Function):
+    """``S^(1/2)`` of a symmetric matrix with the gradient of the Sylvester equation ``R X + X R = G``.
+
+    In the eigenbasis of ``S`` the solution is ``G_ij / (r_i + r_j)``: it divides by sums of square roots,
+    never by differences of eigenvalues, so repeated eigenvalues (``S = I``) have a finite gradient,
+    unlike the backward of :func:`torch.linalg.eigh`. Pairs with ``r_i + r_j = 0`` (a zero eigenvalue on
+    both sides, where the square root is not differentiable) get gradient 0.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(S: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        w, U = torch.linalg.eigh(S)
+        r = w.clamp_min(0).sqrt()
+        return (U * r.unsqueeze(-2)) @ U.mT, U, r
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        _, U, r = output
+        ctx.mark_non_differentiable(U, r)
+        ctx.save_for_backward(U, r)
+
+    @staticmethod
+    def backward(ctx, grad_R: Tensor, grad_U: Tensor, grad_r: Tensor) -> Tensor:
+        U, r = ctx.saved_tensors
+        G = U.mT @ (0.5 * (grad_R + grad_R.mT)) @ U
+        den = r.unsqueeze(-1) + r.unsqueeze(-2)
+        ok = den > 0
+        X = torch.where(ok, G / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(G))
+        return U @ X @ U.mT
+
+
 def symmetric_sqrt(S: Tensor) -> Tensor:
     """Square root of symmetric positive semi-definite matrices ``(..., d, d)`` (eigenvalues clamped at 0).
+
+    Differentiable also at repeated eigenvalues (its backward solves a Sylvester equation instead of
+    dividing by eigenvalue gaps), so distances built on it, such as
+    :func:`flowlib.bures_wasserstein`, have finite gradients at identity covariances.
 
     Examples
     --------
@@ -89,9 +127,12 @@ def symmetric_sqrt(S: Tensor) -> Tensor:
     >>> R = symmetric_sqrt(torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
     >>> torch.allclose(R @ R, torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64))
     True
+    >>> I = torch.eye(2, dtype=torch.float64, requires_grad=True)
+    >>> symmetric_sqrt(I).trace().backward(); I.grad  # d tr(S^1/2) = S^-1/2 / 2, finite at S = I
+    tensor([[0.5000, 0.0000],
+            [0.0000, 0.5000]], dtype=torch.float64)
     """
-    w, U = torch.linalg.eigh(0.5 * (S + S.mT))
-    return (U * w.clamp_min(0).sqrt().unsqueeze(-2)) @ U.mT
+    return _SymmetricSqrt.apply(0.5 * (S + S.mT))[0]
 
 
 def trace_normalized_coordinates(S: Tensor) -> Tensor:
@@ -164,9 +205,49 @@ def _from_field(field) -> tuple[str, dict]:
 
 def _resolve(kind, Q, K, V, beta, W):
     if isinstance(kind, str):
-        return _check_kind(kind), Q, K, V, beta, W
+        return _check_kind(kind), Q, K, V, 1.0 if beta is None else beta, W
+    given = [name for name, value in (("Q", Q), ("K", K), ("V", V), ("beta", beta), ("W", W)) if value is not None]
+    if given:
+        raise TypeError(
+            f"{type(kind).__name__} supplies its own Q, K, V, beta and W; got also {', '.join(given)}. Pass "
+            "either a field, or a kind string with the matrices (or change the field: field.replace(beta=...))"
+        )
     k, p = _from_field(kind)
     return k, p["Q"], p["K"], p["V"], p["beta"], p.get("W")
+
+
+_MATRIX_NAMES = ("Q", "K", "V")
+
+
+def _positional_matrices(args: tuple, given: dict[str, Any], where: str) -> dict[str, Any]:
+    """Map the deprecated positional ``Q, K, V`` (flowlib 0.2) onto the keywords, with a warning."""
+    if not args:
+        return given
+    if len(args) > 3:
+        raise TypeError(f"{where} takes at most 3 positional matrices (Q, K, V; deprecated); got {len(args)}")
+    warnings.warn(
+        f"passing Q, K, V positionally to {where} is deprecated since flowlib 0.3; pass them as keywords "
+        "(Q=..., K=..., V=...)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    out = dict(given)
+    for name, value in zip(_MATRIX_NAMES, args):
+        if out[name] is not None:
+            raise TypeError(f"{where} got {name} both positionally and as a keyword")
+        out[name] = value
+    return out
+
+
+def _beta_scalar(beta, like: Tensor) -> float | Tensor:
+    """A number as a float; a one-element tensor as a 0-d tensor in ``like``'s dtype (its gradient kept)."""
+    if isinstance(beta, Tensor):
+        if beta.numel() != 1:
+            raise ValueError(f"beta must be a scalar here; got a tensor of shape {tuple(beta.shape)}")
+        if not beta.is_floating_point():
+            raise TypeError(f"beta must be a floating tensor; got {beta.dtype}")
+        return beta.to(dtype=like.dtype, device=like.device).reshape(())
+    return check_real(beta, "beta")
 
 
 def score_matrix(Q: Tensor | None, K: Tensor | None, *, beta: float = 1.0, d: int | None = None) -> Tensor:
@@ -225,11 +306,11 @@ def affine_velocity(
     kind: GaussianKind | object,
     mean: Tensor,
     cov: Tensor,
+    *args: Tensor | None,
     Q: Tensor | None = None,
     K: Tensor | None = None,
     V: Tensor | None = None,
-    *,
-    beta: float | Tensor = 1.0,
+    beta: float | Tensor | None = None,
     W: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The affine velocity :math:`\Gamma_\mu(x) = b + Jx` of :math:`\mu = \mathcal N(\text{mean}, \text{cov})`.
@@ -239,15 +320,17 @@ def affine_velocity(
     kind : {"softmax", "multihead", "l2", "sinkhorn"} or a field
         The attention variant; a :class:`flowlib.SoftmaxAttention`, :class:`flowlib.MultiHeadAttention`,
         :class:`flowlib.L2Attention` or :class:`flowlib.SinkhornAttention` instance supplies its own
-        ``Q, K, V, beta`` (and ``W``).
+        ``Q, K, V, beta`` (and ``W``), and passing any of them as well raises ``TypeError``.
     mean : Tensor, shape (..., d)
     cov : Tensor, shape (..., d, d)
         Symmetric positive semi-definite.
-    Q, K : Tensor, shape (k, d) (``(H, k, d)`` for multihead), optional
-        ``None`` is the identity (not allowed for multihead).
-    V : Tensor, shape (d, d) (``(H, d_v, d)`` for multihead), optional
-    beta : float (or ``(H,)`` tensor for multihead)
-        Inverse temperature, as in the fields.
+    Q, K : Tensor, shape (k, d) (``(H, k, d)`` for multihead), optional, keyword-only
+        ``None`` is the identity (not allowed for multihead). Passing ``Q, K, V`` positionally is
+        deprecated (flowlib 0.2).
+    V : Tensor, shape (d, d) (``(H, d_v, d)`` for multihead), optional, keyword-only
+    beta : float or Tensor (or ``(H,)`` tensor for multihead)
+        Inverse temperature, as in the fields (default 1.0 with a kind string); a tensor keeps its
+        gradient.
     W : Tensor, shape (H, d, d_v), optional
         Multi-head output matrices; ``None`` concatenates the heads.
 
@@ -270,7 +353,8 @@ def affine_velocity(
     (tensor([0., 0.], dtype=torch.float64), tensor([[0.5000, 0.0000],
             [0.0000, 0.5000]], dtype=torch.float64))
     """
-    kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
+    m = _positional_matrices(args, {"Q": Q, "K": K, "V": V}, "affine_velocity")
+    kind, Q, K, V, beta, W = _resolve(kind, m["Q"], m["K"], m["V"], beta, W)
     cov = _check_cov(cov)
     mean = torch.as_tensor(mean, dtype=cov.dtype, device=cov.device)
     d = cov.shape[-1]
@@ -305,7 +389,7 @@ def _prepare(kind: str, Q, K, V, beta, W, d: int, like: Tensor) -> dict[str, Ten
                 raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(Wh.shape)}")
         betas = torch.as_tensor(beta, dtype=like.dtype, device=like.device).reshape(-1).expand(H)
         return {"A": betas[:, None, None] * Kh.mT @ Qh, "C": Wh @ Vh}  # (H, d, d) each
-    beta = check_real(beta, "beta")
+    beta = _beta_scalar(beta, like)
     Qm = eye if Q is None else _as_matrix(Q, d, "Q", like)
     Km = eye if K is None else _as_matrix(K, d, "K", like)
     Vm = _as_matrix(V, d, "V", like, rows=d)
@@ -336,7 +420,7 @@ def _affine(kind: str, m: dict[str, Tensor], mean: Tensor, cov: Tensor) -> tuple
     return ((m["eye"] - P) @ mean.unsqueeze(-1)).squeeze(-1) @ V.mT, V @ P
 
 
-def mean_rhs(kind, mean, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
+def mean_rhs(kind, mean, cov, *args, Q=None, K=None, V=None, beta=None, W=None) -> Tensor:
     r""":math:`\dot\alpha = b + J\alpha` (shape ``(..., d)``); arguments as in :func:`affine_velocity`.
 
     Examples
@@ -347,11 +431,12 @@ def mean_rhs(kind, mean, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Te
     >>> mean_rhs("softmax", mean, cov, beta=0.5)  # V = I: the mean moves by b + J mean
     tensor([1.5000, 0.0000], dtype=torch.float64)
     """
-    b, J = affine_velocity(kind, mean, cov, Q, K, V, beta=beta, W=W)
+    m = _positional_matrices(args, {"Q": Q, "K": K, "V": V}, "mean_rhs")
+    b, J = affine_velocity(kind, mean, cov, **m, beta=beta, W=W)
     return b + (J @ torch.as_tensor(mean).to(J).unsqueeze(-1)).squeeze(-1)
 
 
-def covariance_rhs(kind, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Tensor:
+def covariance_rhs(kind, cov, *args, Q=None, K=None, V=None, beta=None, W=None) -> Tensor:
     r""":math:`\dot\Sigma = J\Sigma + \Sigma J^\top` (shape ``(..., d, d)``); arguments as in :func:`affine_velocity`.
 
     Examples
@@ -364,7 +449,8 @@ def covariance_rhs(kind, cov, Q=None, K=None, V=None, *, beta=1.0, W=None) -> Te
     """
     cov = _check_cov(cov)
     zero = torch.zeros(cov.shape[:-1], dtype=cov.dtype, device=cov.device)
-    _, J = affine_velocity(kind, zero, cov, Q, K, V, beta=beta, W=W)
+    m = _positional_matrices(args, {"Q": Q, "K": K, "V": V}, "covariance_rhs")
+    _, J = affine_velocity(kind, zero, cov, **m, beta=beta, W=W)
     JS = J @ cov
     return JS + JS.mT
 
@@ -493,14 +579,14 @@ def solve_gaussian(
     kind: GaussianKind | object,
     mean0: Tensor,
     cov0: Tensor,
+    *args: Tensor | None,
     Q: Tensor | None = None,
     K: Tensor | None = None,
     V: Tensor | None = None,
-    *,
     t1: float,
     n_steps: int,
     method: str = "rk4",
-    beta: float | Tensor = 1.0,
+    beta: float | Tensor | None = None,
     W: Tensor | None = None,
     save_every: int = 1,
     blowup_trace: float = 1e6,
@@ -510,7 +596,8 @@ def solve_gaussian(
     Parameters
     ----------
     kind, Q, K, V, beta, W
-        As in :func:`affine_velocity`.
+        As in :func:`affine_velocity` (the matrices keyword-only; a field excludes them). A tensor
+        ``beta`` keeps its gradient through the whole solve.
     mean0 : Tensor, shape (..., d)
     cov0 : Tensor, shape (..., d, d)
         Leading dimensions are independent systems (e.g. a grid of initial covariances).
@@ -549,7 +636,8 @@ def solve_gaussian(
     >>> torch.allclose(sol.cov[-1], exact)  # the closed form (Sigma_0^-1 - t (A + A^T))^-1
     True
     """
-    kind, Q, K, V, beta, W = _resolve(kind, Q, K, V, beta, W)
+    m = _positional_matrices(args, {"Q": Q, "K": K, "V": V}, "solve_gaussian")
+    kind, Q, K, V, beta, W = _resolve(kind, m["Q"], m["K"], m["V"], beta, W)
     cov0 = _check_cov(cov0, "cov0")
     mean0 = torch.as_tensor(mean0, dtype=cov0.dtype, device=cov0.device)
     d = cov0.shape[-1]

@@ -2,8 +2,10 @@
 
 A generator may live on any device: the numbers are drawn on the generator's device and then moved
 to the requested ``device``, so ``generator=torch.Generator().manual_seed(0), device="cuda"`` gives the
-same numbers on every machine. The default dtype is float64, except on Apple MPS (which has no
-float64), where it is float32.
+same numbers on every machine. The default dtype is :func:`torch.get_default_dtype` (float32 unless
+changed; call ``torch.set_default_dtype(torch.float64)`` or pass ``dtype=torch.float64`` for double
+precision), except that float64 becomes float32 on Apple MPS (which has no float64).
+:func:`gaussian_tokens` follows the dtype of its ``mean``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ __all__ = ["uniform_sphere", "gaussian_tokens", "random_orthonormal", "gaussian_
 def _randn(shape: Sequence[int], generator: torch.Generator | None, device, dtype) -> Tensor:
     """Standard normals of ``shape``: drawn where ``generator`` lives, returned on ``device`` with ``dtype``.
 
-    ``dtype=None`` means float64, or float32 on MPS (no float64 there).
+    ``dtype=None`` means :func:`torch.get_default_dtype`, with float32 instead of float64 on MPS.
     """
     device = torch.device(device) if device is not None else None
     if dtype is None:
-        dtype = torch.float32 if device is not None and device.type == "mps" else torch.float64
+        dtype = torch.get_default_dtype()
+        if dtype == torch.float64 and device is not None and device.type == "mps":
+            dtype = torch.float32
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=dtype)
     draw_dtype = torch.float32 if generator.device.type == "mps" and dtype == torch.float64 else dtype
@@ -44,6 +48,8 @@ def uniform_sphere(
     dtype=None,
 ) -> Tensor:
     """``n`` i.i.d. uniform points on the unit sphere of R^d, shape ``(*batch_shape, n, d)``.
+
+    ``dtype`` defaults to :func:`torch.get_default_dtype` (see the module docstring).
 
     Examples
     --------
@@ -123,6 +129,8 @@ def random_orthonormal(
 ) -> Tensor:
     """``n <= d`` orthonormal tokens in R^d (rows of a random orthogonal matrix), shape ``(n, d)``.
 
+    ``dtype`` defaults to :func:`torch.get_default_dtype` (see the module docstring).
+
     Examples
     --------
     >>> import torch, flowlib as fl
@@ -150,6 +158,8 @@ def gaussian_matrix(
     dtype=None,
 ) -> Tensor:
     """A ``(rows, cols)`` matrix of i.i.d. N(0, scale^2) entries; default ``scale = 1/sqrt(cols)``.
+
+    ``dtype`` defaults to :func:`torch.get_default_dtype` (see the module docstring).
 
     Examples
     --------

@@ -15,8 +15,14 @@ function                           cost                                use
 :func:`conditional_wasserstein`    per position                        masked attention (positions as labels)
 =================================  ==================================  =====================================
 
-Random projections always come from an explicit ``generator`` (or are passed in): nothing here
-touches the global random state.
+Random projections come from ``generator`` when one is given (or are passed in as ``projections``);
+without either they are drawn from PyTorch's global random state.
+
+Masses (the weights of a weighted measure) are called ``masses`` everywhere (``x_masses``, ``u_masses``...);
+``weights`` is reserved for attention weights, and the old ``*_weights`` keywords are deprecated aliases.
+
+:func:`wasserstein_exact` and ``conditional_wasserstein(method="exact")`` need POT, an optional
+dependency: ``pip install "tokens-in-motion[ot]"``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._validation import check_positive_int, check_real, check_tokens
+from ._validation import check_positive_int, check_real, check_tokens, renamed_kwargs
 from .gaussian import symmetric_sqrt
 
 __all__ = [
@@ -39,6 +45,25 @@ __all__ = [
     "bures_wasserstein",
     "conditional_wasserstein",
 ]
+
+
+def _require_ot(what: str):
+    """Import POT, or raise an ImportError that names the extra to install."""
+    try:
+        import ot
+    except ImportError as exc:
+        raise ImportError(
+            f"{what} needs POT (the Python Optimal Transport library), an optional dependency of flowlib: "
+            'pip install "tokens-in-motion[ot]" (or pip install pot)'
+        ) from exc
+    return ot
+
+
+def _check_p(p: object) -> float:
+    p = check_real(p, "p")
+    if p < 1:
+        raise ValueError(f"p must be >= 1 (W_p is a distance only for p >= 1); got {p}")
+    return p
 
 
 def _check_weights(w: Tensor | None, like: Tensor, name: str) -> Tensor | None:
@@ -55,10 +80,13 @@ def _check_weights(w: Tensor | None, like: Tensor, name: str) -> Tensor | None:
     return w / total
 
 
-def empirical_moments(x: Tensor, weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+@renamed_kwargs(weights="masses")
+def empirical_moments(x: Tensor, masses: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Mean ``(..., d)`` and covariance ``(..., d, d)`` of the (weighted) empirical measure of ``x``.
 
-    The covariance is the measure's own (normalised by the total mass, not ``n - 1``).
+    The covariance is the measure's own (normalised by the total mass, not ``n - 1``). ``masses``,
+    shape ``(..., n)``, are non-negative point masses (any positive total); ``weights=`` is the
+    deprecated name.
 
     Examples
     --------
@@ -70,7 +98,7 @@ def empirical_moments(x: Tensor, weights: Tensor | None = None) -> tuple[Tensor,
             [0., 0.]]))
     """
     x = check_tokens(x)
-    w = _check_weights(weights, x[..., 0], "weights")
+    w = _check_weights(masses, x[..., 0], "masses")
     if w is None:
         mean = x.mean(dim=-2)
         xc = x - mean.unsqueeze(-2)
@@ -108,13 +136,14 @@ def _w1d_power(u: Tensor, v: Tensor, p: float, uw: Tensor | None, vw: Tensor | N
     return (diff.abs() ** p * du).sum(dim=-1)
 
 
+@renamed_kwargs(u_weights="u_masses", v_weights="v_masses")
 def wasserstein_1d(
     u: Tensor,
     v: Tensor,
     *,
     p: float = 2,
-    u_weights: Tensor | None = None,
-    v_weights: Tensor | None = None,
+    u_masses: Tensor | None = None,
+    v_masses: Tensor | None = None,
 ) -> Tensor:
     r""":math:`W_p` between measures on the real line, batched over leading dimensions.
 
@@ -125,8 +154,9 @@ def wasserstein_1d(
         Support points; leading dimensions broadcast.
     p : float
         Order, ``p >= 1``.
-    u_weights, v_weights : Tensor, shapes (..., n) and (..., m), optional
-        Non-negative weights (normalised to mass 1); uniform by default.
+    u_masses, v_masses : Tensor, shapes (..., n) and (..., m), optional
+        Non-negative masses (normalised to total 1); uniform by default. ``u_weights``/``v_weights``
+        are the deprecated names.
 
     Returns
     -------
@@ -147,25 +177,25 @@ def wasserstein_1d(
     for name, t in (("u", u), ("v", v)):
         if not isinstance(t, Tensor) or not t.is_floating_point() or t.ndim < 1:
             raise TypeError(f"{name} must be a floating tensor of shape (..., n); got {type(t).__name__}")
-    p = check_real(p, "p")
-    if p < 1:
-        raise ValueError(f"p must be >= 1; got {p}")
-    uw = _check_weights(u_weights, u, "u_weights")
-    vw = _check_weights(v_weights, v, "v_weights")
+    p = _check_p(p)
+    uw = _check_weights(u_masses, u, "u_masses")
+    vw = _check_weights(v_masses, v, "v_masses")
     return _w1d_power(u, v.to(u), p, uw, vw) ** (1.0 / p)
 
 
 # ----------------------------------------------------------------------------- sliced
 def random_directions(
-    d: int, n_projections: int, *, generator: torch.Generator | None = None, dtype=torch.float64, device=None
+    d: int, n_projections: int, *, generator: torch.Generator | None = None, dtype=None, device=None
 ) -> Tensor:
     """``n_projections`` i.i.d. uniform unit vectors of R^d, as the columns of a ``(d, n_projections)`` matrix.
+
+    ``dtype`` defaults to :func:`torch.get_default_dtype`.
 
     Examples
     --------
     >>> import torch, flowlib as fl
     >>> from flowlib.measures import random_directions
-    >>> theta = random_directions(3, 10, generator=torch.Generator().manual_seed(0))
+    >>> theta = random_directions(3, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     >>> theta.shape, torch.allclose(theta.norm(dim=0), torch.ones(10, dtype=torch.float64))
     (torch.Size([3, 10]), True)
     """
@@ -189,6 +219,7 @@ def _projections(x: Tensor, y: Tensor, n_projections, projections, generator) ->
     return P
 
 
+@renamed_kwargs(x_weights="x_masses", y_weights="y_masses")
 def sliced_wasserstein(
     x: Tensor,
     y: Tensor,
@@ -197,8 +228,8 @@ def sliced_wasserstein(
     p: float = 2,
     projections: Tensor | None = None,
     generator: torch.Generator | None = None,
-    x_weights: Tensor | None = None,
-    y_weights: Tensor | None = None,
+    x_masses: Tensor | None = None,
+    y_masses: Tensor | None = None,
 ) -> Tensor:
     r"""Sliced Wasserstein distance :math:`SW_p = \big(\mathbb E_\theta W_p^p(\theta^\top_\#\mu, \theta^\top_\#\nu)\big)^{1/p}`.
 
@@ -212,12 +243,13 @@ def sliced_wasserstein(
     y : Tensor, shape (..., m, d)
     n_projections : int
     p : float
+        Order, ``p >= 1``.
     projections : Tensor, shape (d, P), optional
         Unit directions to use instead of random ones.
     generator : torch.Generator, optional
-        Source of the random directions (the global RNG is never used if one is given).
-    x_weights, y_weights : Tensor, optional
-        Weights of the points, shapes (..., n) and (..., m).
+        Source of the random directions (without one, the global RNG is used).
+    x_masses, y_masses : Tensor, optional
+        Masses of the points, shapes (..., n) and (..., m) (``x_weights``/``y_weights``: deprecated).
 
     Returns
     -------
@@ -226,7 +258,7 @@ def sliced_wasserstein(
     Raises
     ------
     ValueError
-        If ``x`` and ``y`` have different dimensions ``d``.
+        If ``x`` and ``y`` have different dimensions ``d``, or ``p < 1``.
 
     Examples
     --------
@@ -241,12 +273,12 @@ def sliced_wasserstein(
     """
     x = check_tokens(x)
     y = check_tokens(y, "y").to(x)
-    p = check_real(p, "p")
+    p = _check_p(p)
     P = _projections(x, y, n_projections, projections, generator)
     xp = (x @ P).mT  # (..., P, n)
     yp = (y @ P).mT
-    xw = _check_weights(x_weights, x[..., 0], "x_weights")
-    yw = _check_weights(y_weights, y[..., 0], "y_weights")
+    xw = _check_weights(x_masses, x[..., 0], "x_masses")
+    yw = _check_weights(y_masses, y[..., 0], "y_masses")
     xw = None if xw is None else xw.unsqueeze(-2)
     yw = None if yw is None else yw.unsqueeze(-2)
     return _w1d_power(xp, yp, p, xw, yw).mean(dim=-1) ** (1.0 / p)
@@ -331,13 +363,14 @@ def sliced_wasserstein_to_gaussian(
 
 
 # ----------------------------------------------------------------------------- exact and Gaussian
+@renamed_kwargs(x_weights="x_masses", y_weights="y_masses")
 def wasserstein_exact(
     x: Tensor,
     y: Tensor,
     *,
     p: float = 2,
-    x_weights: Tensor | None = None,
-    y_weights: Tensor | None = None,
+    x_masses: Tensor | None = None,
+    y_masses: Tensor | None = None,
 ) -> Tensor:
     r"""Exact :math:`W_p` between two point clouds by linear programming (POT's ``emd2``).
 
@@ -346,13 +379,18 @@ def wasserstein_exact(
     x : Tensor, shape (n, d)
     y : Tensor, shape (m, d)
     p : float
-        Ground cost :math:`\|x - y\|^p`.
-    x_weights, y_weights : Tensor, optional
-        Weights (uniform by default).
+        Ground cost :math:`\|x - y\|^p`, ``p >= 1``.
+    x_masses, y_masses : Tensor, optional
+        Masses (uniform by default; ``x_weights``/``y_weights``: deprecated).
 
     Returns
     -------
     Tensor, scalar (differentiable through POT's torch backend).
+
+    Raises
+    ------
+    ImportError
+        Without POT, naming the extra to install: ``pip install "tokens-in-motion[ot]"``.
 
     Notes
     -----
@@ -368,8 +406,7 @@ def wasserstein_exact(
     >>> fl.wasserstein_exact(x, y, p=1).item()
     2.0
     """
-    import ot
-
+    ot = _require_ot("wasserstein_exact")
     x = check_tokens(x)
     y = check_tokens(y, "y").to(x)
     if x.ndim != 2 or y.ndim != 2:
@@ -378,12 +415,10 @@ def wasserstein_exact(
         )
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"x and y must live in the same dimension; got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    p = check_real(p, "p")
-    if p < 1:
-        raise ValueError(f"p must be >= 1; got {p}")
+    p = _check_p(p)
     n, m = x.shape[0], y.shape[0]
-    a = _check_weights(x_weights, x[..., 0], "x_weights")
-    b = _check_weights(y_weights, y[..., 0], "y_weights")
+    a = _check_weights(x_masses, x[..., 0], "x_masses")
+    b = _check_weights(y_masses, y[..., 0], "y_masses")
     a = torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device) if a is None else a
     b = torch.full((m,), 1.0 / m, dtype=x.dtype, device=x.device) if b is None else b
     M = torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist") ** p
@@ -398,7 +433,8 @@ def bures_wasserstein(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) 
         W_2^2 = \|m_1 - m_2\|^2 + \operatorname{tr}\Sigma_1 + \operatorname{tr}\Sigma_2
         - 2\operatorname{tr}\big(\Sigma_1^{1/2}\Sigma_2\Sigma_1^{1/2}\big)^{1/2}.
 
-    The square is clamped at 0 before the root (round-off can make it slightly negative).
+    The square is clamped at 0 before the root (round-off can make it slightly negative). Differentiable,
+    also at repeated eigenvalues and at distance 0 (where the gradient is 0).
 
     Examples
     --------
@@ -426,7 +462,8 @@ def bures_wasserstein(mean1: Tensor, cov1: Tensor, mean2: Tensor, cov2: Tensor) 
     cross = symmetric_sqrt(R @ cov2 @ R).diagonal(dim1=-2, dim2=-1).sum(-1)
     tr = cov1.diagonal(dim1=-2, dim2=-1).sum(-1) + cov2.diagonal(dim1=-2, dim2=-1).sum(-1)
     sq = ((mean1 - mean2) ** 2).sum(-1) + tr - 2 * cross
-    return sq.clamp_min(0).sqrt()
+    pos = sq > 0  # the root of 0 gets gradient 0 (a subgradient), not inf * 0 = NaN
+    return torch.where(pos, torch.sqrt(torch.where(pos, sq, torch.ones_like(sq))), torch.zeros_like(sq))
 
 
 def conditional_wasserstein(
@@ -477,7 +514,9 @@ def conditional_wasserstein(
         )
     if method not in ("exact", "sliced"):
         raise ValueError(f"method must be 'exact' or 'sliced'; got {method!r}")
-    p = check_real(p, "p")
+    p = _check_p(p)
+    if method == "exact":
+        _require_ot('conditional_wasserstein(method="exact")')
     xs, ys = x.transpose(0, 1), y.transpose(0, 1)  # (n, M, d)
     if method == "sliced":
         P = _projections(x, y, n_projections, None, generator)

@@ -28,13 +28,15 @@ and the book compares them.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
 
-from ._validation import check_positive_int, check_real
+from ._validation import check_positive_int, check_real, renamed_kwargs
 from .fields.base import VelocityField
 from .measures import empirical_moments
 
@@ -61,7 +63,8 @@ class Grid:
         Number of cells along each axis.
     dtype : torch.dtype
     device : torch.device
-        Where :meth:`axes` and :meth:`centers` are built (the solver follows its density's device).
+        Where :meth:`axes` and :meth:`centers` are built by default. :func:`solve_transformer_pde`
+        computes on its density's device, whatever the grid's.
 
     Examples
     --------
@@ -90,16 +93,17 @@ class Grid:
     def cell_volume(self) -> float:
         return math.prod(self.spacing)
 
-    def axes(self) -> list[Tensor]:
-        """Cell-centre coordinates along each axis."""
+    def axes(self, device: torch.device | str | None = None) -> list[Tensor]:
+        """Cell-centre coordinates along each axis (on ``device``, default the grid's)."""
+        device = self.device if device is None else device
         return [
-            torch.linspace(lo + h / 2, u - h / 2, n, dtype=self.dtype, device=self.device)
+            torch.linspace(lo + h / 2, u - h / 2, n, dtype=self.dtype, device=device)
             for lo, u, n, h in zip(self.lower, self.upper, self.shape, self.spacing)
         ]
 
-    def centers(self) -> Tensor:
-        """Cell centres, shape ``(*shape, d)`` (``indexing="ij"``)."""
-        return torch.stack(torch.meshgrid(*self.axes(), indexing="ij"), dim=-1)
+    def centers(self, device: torch.device | str | None = None) -> Tensor:
+        """Cell centres, shape ``(*shape, d)`` (``indexing="ij"``), on ``device`` (default the grid's)."""
+        return torch.stack(torch.meshgrid(*self.axes(device), indexing="ij"), dim=-1)
 
 
 def make_grid(
@@ -126,9 +130,10 @@ def make_grid(
     >>> fl.make_grid([-1.0, -1.0], [1.0, 1.0], [8, 16]).shape
     (8, 16)
     """
-    lower = (lower,) if isinstance(lower, (int, float)) else tuple(lower)
-    upper = (upper,) if isinstance(upper, (int, float)) else tuple(upper)
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    lower = (lower,) if isinstance(lower, Real) else tuple(lower)  # NumPy scalars are Real too
+    upper = (upper,) if isinstance(upper, Real) else tuple(upper)
+    shape = (shape,) if isinstance(shape, Integral) else tuple(shape)
+    shape = tuple(int(n) if isinstance(n, Integral) and not isinstance(n, bool) else n for n in shape)
     if not (len(lower) == len(upper) == len(shape)) or len(shape) not in (1, 2):
         raise ValueError(f"grid must be 1-D or 2-D with matching lower/upper/shape; got {lower}, {upper}, {shape}")
     for lo, u in zip(lower, upper):
@@ -141,7 +146,10 @@ def make_grid(
     return Grid(tuple(map(float, lower)), tuple(map(float, upper)), shape, dtype, torch.device(device or "cpu"))
 
 
-def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+@renamed_kwargs(weights="masses")
+def measure_velocity(
+    field: VelocityField, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True
+) -> Tensor:
     r"""Velocity :math:`\Gamma_\mu` of the weighted measure :math:`\mu = \sum_j w_j \delta_{y_j}` at query points.
 
     Self-attention evaluates :math:`\Gamma_\mu` at the tokens of :math:`\mu` itself; the PDE needs it
@@ -153,8 +161,11 @@ def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weig
     field : VelocityField
     queries : Tensor, shape (n, d)
     points : Tensor, shape (m, d)
-    weights : Tensor, shape (m,), optional
-        Non-negative masses (any total; uniform if omitted). Points of zero mass are ignored.
+    masses : Tensor, shape (m,), optional
+        Non-negative masses (any positive total; uniform if omitted). Points of zero mass are ignored.
+        ``weights=`` is the deprecated name.
+    check : bool
+        Check the masses' values (finite, non-negative, positive total; one host synchronisation).
 
     Returns
     -------
@@ -165,7 +176,7 @@ def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weig
     TypeError
         For a field without a mean-field velocity (Sinkhorn), or an object that is not a field.
     ValueError
-        For masked or causal fields, or mismatched shapes.
+        For masked or causal fields, mismatched shapes, or negative, non-finite or all-zero masses.
 
     Examples
     --------
@@ -179,7 +190,7 @@ def measure_velocity(field: VelocityField, queries: Tensor, points: Tensor, weig
     """
     if not isinstance(field, VelocityField):
         raise TypeError(f"field must be a flowlib VelocityField; got {type(field).__name__}")
-    return field.mean_field_velocity(queries, points, weights)
+    return field.mean_field_velocity(queries, points, masses, check=check)
 
 
 def density_on_grid(grid: Grid, pdf) -> Tensor:
@@ -226,7 +237,9 @@ def quantile_particles(grid: Grid, density: Tensor, n: int) -> Tensor:
     if grid.dim != 1:
         raise ValueError(f"quantile_particles needs a 1-D grid; got dimension {grid.dim}")
     n = check_positive_int(n, "n")
-    density = torch.as_tensor(density, device=grid.device).to(grid.dtype)
+    if not isinstance(density, Tensor):
+        density = torch.as_tensor(density, device=grid.device)
+    density = density.to(grid.dtype)  # a tensor keeps its device
     if tuple(density.shape) != grid.shape:
         raise ValueError(f"density must have the grid's shape {grid.shape}; got {tuple(density.shape)}")
     dev = density.device
@@ -276,18 +289,27 @@ class PDESolution:
         """Total mass at each saved time, shape ``(S,)``."""
         return self.density.flatten(1).sum(-1) * self.grid.cell_volume
 
-    def weights(self, s: int = -1) -> Tensor:
+    def masses(self, s: int = -1) -> Tensor:
         """Cell masses at saved index ``s``, flattened to ``(n_cells,)`` (they sum to 1)."""
         return self.density[s].flatten() * self.grid.cell_volume
 
+    def weights(self, s: int = -1) -> Tensor:
+        """Deprecated alias of :meth:`masses` (``weights`` now means attention weights only)."""
+        warnings.warn(
+            "PDESolution.weights() is deprecated since flowlib 0.3; use PDESolution.masses()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.masses(s)
+
     def points(self) -> Tensor:
-        """Cell centres flattened to ``(n_cells, d)``, matching :meth:`weights`."""
-        return self.grid.centers().reshape(-1, self.grid.dim)
+        """Cell centres flattened to ``(n_cells, d)``, matching :meth:`masses` (on the density's device)."""
+        return self.grid.centers(self.density.device).reshape(-1, self.grid.dim)
 
     def moments(self, s: int = -1) -> tuple[Tensor, Tensor]:
         """Mean ``(d,)`` and covariance ``(d, d)`` of the density at saved index ``s``."""
 
-        return empirical_moments(self.points(), self.weights(s))
+        return empirical_moments(self.points(), self.masses(s))
 
     def boundary_mass(self, s: int = -1) -> float:
         """Mass in the outermost layer of cells: should stay negligible (the box must contain the flow)."""
@@ -336,7 +358,8 @@ def solve_transformer_pde(
         The attention field (see :func:`measure_velocity` for the supported ones). Its ``Q, K, V, beta``
         define :math:`\Gamma_\rho`.
     density0 : Tensor, shape grid.shape
-        Initial cell averages (non-negative; normalised to mass 1 here).
+        Initial cell averages (non-negative; normalised to mass 1 here). The solve runs on its device
+        (a CUDA density with a default CPU grid runs on CUDA), in the grid's dtype.
     grid : Grid
         From :func:`make_grid`; the box should contain the support at all times (check
         :meth:`PDESolution.boundary_mass`).
@@ -375,7 +398,9 @@ def solve_transformer_pde(
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a flowlib.pde.Grid (see make_grid); got {type(grid).__name__}")
-    density0 = torch.as_tensor(density0, device=grid.device).to(grid.dtype)  # a tensor keeps its device
+    if not isinstance(density0, Tensor):
+        density0 = torch.as_tensor(density0, device=grid.device)
+    density0 = density0.to(grid.dtype)  # a tensor keeps its device: the solve runs there
     if tuple(density0.shape) != grid.shape:
         raise ValueError(f"density0 must have the grid's shape {grid.shape}; got {tuple(density0.shape)}")
     if bool((density0 < 0).any()) or not bool(torch.isfinite(density0).all()):
@@ -393,13 +418,13 @@ def solve_transformer_pde(
     muscl = scheme == "muscl"
     vol = grid.cell_volume
     dx = grid.spacing
-    centers = grid.centers().to(density0.device).reshape(-1, grid.dim)
+    centers = grid.centers(density0.device).reshape(-1, grid.dim)
     rho = density0 / (density0.sum() * vol)
 
     def velocity(r: Tensor) -> Tensor:
         w = (r * vol).flatten()
         w = torch.where(w > mass_floor, w, torch.zeros_like(w))  # zero mass: left out, with no host sync
-        u = measure_velocity(field, centers, centers, w)
+        u = measure_velocity(field, centers, centers, w, check=False)  # non-negative by construction
         return u.reshape(*grid.shape, grid.dim)
 
     def rate(r: Tensor, u: Tensor) -> Tensor:

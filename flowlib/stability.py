@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-def field_jacobian(field: Callable, x: Tensor) -> Tensor:
+def field_jacobian(field: Callable, x: Tensor, *, t: float = 0.0) -> Tensor:
     """Jacobian of ``field`` at ``x``, one system at a time, via :func:`torch.func.jacrev`.
 
     Parameters
@@ -39,6 +39,9 @@ def field_jacobian(field: Callable, x: Tensor) -> Tensor:
     field : VelocityField or callable
         ``(..., n, d) -> (..., n, d)``.
     x : Tensor, shape (..., n, d)
+    t : float
+        The time (depth) at which a time-dependent field (:class:`flowlib.TimeDependent`) is evaluated;
+        ignored by autonomous fields.
 
     Returns
     -------
@@ -58,8 +61,9 @@ def field_jacobian(field: Callable, x: Tensor) -> Tensor:
             [0.0000, 0.3333]], dtype=torch.float64)
     """
     x = check_tokens(x)
+    t = check_real(t, "t")
     f = as_rhs(field)
-    single = jacrev(lambda y: f(None, y))
+    single = jacrev(lambda y: f(t, y))
     n, d = x.shape[-2:]
     flat = x.reshape(-1, n, d)
     jac = vmap(single)(flat) if flat.shape[0] > 1 else single(flat[0]).unsqueeze(0)
@@ -80,7 +84,7 @@ def log_norm(J: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(0.5 * (J + J.mT))[..., -1]
 
 
-def one_sided_lipschitz(field: Callable, x: Tensor) -> Tensor:
+def one_sided_lipschitz(field: Callable, x: Tensor, *, t: float = 0.0) -> Tensor:
     """Local one-sided Lipschitz constant (log-norm of the Jacobian) at each configuration.
 
     Parameters
@@ -88,6 +92,8 @@ def one_sided_lipschitz(field: Callable, x: Tensor) -> Tensor:
     field : VelocityField or callable
     x : Tensor, shape (..., n, d)
         One configuration, a batch, or a whole ``Trajectory.x`` of shape ``(S, ..., n, d)``.
+    t : float
+        Time at which a time-dependent field is evaluated (see :func:`field_jacobian`).
 
     Returns
     -------
@@ -102,7 +108,7 @@ def one_sided_lipschitz(field: Callable, x: Tensor) -> Tensor:
     tensor(1.0000, dtype=torch.float64)
     """
     n, d = x.shape[-2:]
-    J = field_jacobian(field, x).reshape(*x.shape[:-2], n * d, n * d)
+    J = field_jacobian(field, x, t=t).reshape(*x.shape[:-2], n * d, n * d)
     return log_norm(J)
 
 
@@ -113,6 +119,7 @@ def lipschitz_estimate(
     n_iter: int = 100,
     tol: float = 1e-6,
     generator: torch.Generator | None = None,
+    t: float = 0.0,
 ) -> Tensor:
     """Spectral norm of the Jacobian of ``field`` at ``x`` by power iteration on ``J^T J``.
 
@@ -130,6 +137,8 @@ def lipschitz_estimate(
         every 5 iterations, so that the loop synchronises with the device rarely).
     generator : torch.Generator, optional
         For the random start vector (the global RNG is not touched when given).
+    t : float
+        Time at which a time-dependent field is evaluated (see :func:`field_jacobian`).
 
     Returns
     -------
@@ -148,8 +157,9 @@ def lipschitz_estimate(
     x = check_tokens(x)
     n_iter = check_positive_int(n_iter, "n_iter")
     tol = check_real(tol, "tol", positive=True)
+    t = check_real(t, "t")
     f = as_rhs(field)
-    g = lambda y: f(None, y)  # noqa: E731
+    g = lambda y: f(t, y)  # noqa: E731
     u = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     u = u / torch.linalg.vector_norm(u)
     _, pullback = vjp(g, x)

@@ -31,7 +31,7 @@ def _fields(d, seed=0):
     return {
         "softmax": fl.SoftmaxAttention(Q=Q, K=K, V=V, beta=0.8),
         "l2": fl.L2Attention(Q=Q, K=K, V=V, beta=0.5),
-        "sinkhorn": fl.SinkhornAttention(Q=Q, K=K, V=V, beta=0.7, n_iter=9),
+        "sinkhorn": fl.SinkhornAttention(Q=Q, K=K, V=V, beta=0.7, n_half_steps=9),
         "sigmoid": fl.SigmoidAttention(Q=Q, K=K, V=V, beta=0.6, bias=-0.2),
         "multihead": fl.MultiHeadAttention(
             Q=torch.randn(H, 2, d, generator=g, dtype=F64),
@@ -119,7 +119,7 @@ def test_fully_masked_row_gives_zero(gen, backend):
 def test_sinkhorn_one_half_step_is_softmax(gen):
     x = torch.randn(9, 3, generator=gen, dtype=F64)
     Q, K, V = _params(3, 2)
-    a = fl.SinkhornAttention(Q=Q, K=K, V=V, beta=1.3, n_iter=1)(x)
+    a = fl.SinkhornAttention(Q=Q, K=K, V=V, beta=1.3, n_half_steps=1)(x)
     b = fl.SoftmaxAttention(Q=Q, K=K, V=V, beta=1.3)(x)
     assert float((a - b).abs().max()) == 0.0
 
@@ -129,14 +129,14 @@ def test_sinkhorn_marginals(gen, last):
     x = torch.randn(12, 3, generator=gen, dtype=F64)
     errs = []
     for n_iter in (10, 20, 50, 100):
-        row, col = fl.SinkhornAttention(beta=1.0, n_iter=n_iter, last_step=last).marginal_error(x)
+        row, col = fl.SinkhornAttention(beta=1.0, n_half_steps=n_iter, last_step=last).marginal_error(x)
         exact, other = (row, col) if last == "rows" else (col, row)
         assert float(exact) < 1e-13
         errs.append(float(other))
     # measured: 6.1e-2, 7.4e-3, 1.3e-5, 3.6e-10 (linear convergence)
     assert all(b < 0.2 * a for a, b in zip(errs, errs[1:]))
     assert errs[-1] < 1e-8
-    P = fl.SinkhornAttention(beta=1.0, n_iter=200).weights(x)
+    P = fl.SinkhornAttention(beta=1.0, n_half_steps=200).weights(x)
     assert torch.allclose(P.sum(0), torch.ones(12, dtype=F64), atol=1e-10)
     assert torch.allclose(P.sum(1), torch.ones(12, dtype=F64), atol=1e-12)
 
@@ -146,14 +146,14 @@ def test_sinkhorn_mean_law(gen):
     x = torch.randn(10, 3, generator=gen, dtype=F64) * 2
     Q, K, V = _params(3, 4)
     for n_iter in (2, 8):
-        v = fl.SinkhornAttention(Q=Q, K=K, V=V, n_iter=n_iter, last_step="cols")(x)
+        v = fl.SinkhornAttention(Q=Q, K=K, V=V, n_half_steps=n_iter, last_step="cols")(x)
         assert float((v.mean(0) - V @ x.mean(0)).abs().max()) < 1e-13
     soft = fl.SoftmaxAttention(Q=Q, K=K, V=V)(x)
     assert float((soft.mean(0) - V @ x.mean(0)).abs().max()) > 1e-2
     # integrated: mean(X_T) = e^{TV} mean(X_0)
     Vs = 0.3 * V
     traj = fl.simulate(
-        fl.SinkhornAttention(Q=Q, K=K, V=Vs, n_iter=6, last_step="cols"), x, t1=1.0, n_steps=64, method="rk4"
+        fl.SinkhornAttention(Q=Q, K=K, V=Vs, n_half_steps=6, last_step="cols"), x, t1=1.0, n_steps=64, method="rk4"
     )
     expected = torch.linalg.matrix_exp(Vs) @ x.mean(0)
     assert float((traj.final.mean(0) - expected).abs().max()) < 1e-8
@@ -162,13 +162,13 @@ def test_sinkhorn_mean_law(gen):
 def test_sinkhorn_warns_when_not_converged(gen):
     x = torch.randn(10, 2, generator=gen, dtype=F64) * 3
     with pytest.warns(RuntimeWarning, match="did not reach"):
-        fl.SinkhornAttention(beta=2.0, n_iter=2, tol=1e-12)(x)
+        fl.SinkhornAttention(beta=2.0, n_half_steps=2, tol=1e-12)(x)
     # with enough iterations it stops early and quietly
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fl.SinkhornAttention(beta=0.5, n_iter=500, tol=1e-8)(x)
+        fl.SinkhornAttention(beta=0.5, n_half_steps=500, tol=1e-8)(x)
 
 
 def test_l2_translation_equivariance(gen):
@@ -346,7 +346,7 @@ def test_chunked_fields_stay_memory_linear(gen, name):
     x = torch.randn(20_000, 3, generator=gen)
     field = {
         "sigmoid": fl.SigmoidAttention(beta=1.0, bias=-1.0),
-        "sinkhorn": fl.SinkhornAttention(beta=1.0, n_iter=3),
+        "sinkhorn": fl.SinkhornAttention(beta=1.0, n_half_steps=3),
         "l2": fl.L2Attention(beta=0.5),
         "multihead": fl.MultiHeadAttention(
             Q=torch.randn(2, 4, 3, generator=gen),

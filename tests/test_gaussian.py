@@ -191,7 +191,7 @@ def test_sinkhorn_field_on_samples_matches_closure(gen):
     m = torch.tensor([0.3, -0.1], dtype=F64)
     S = torch.tensor([[0.6, 0.2], [0.2, 0.4]], dtype=F64)
     Q, K = torch.randn(d, d, generator=gen, dtype=F64), torch.randn(d, d, generator=gen, dtype=F64)
-    field = fl.SinkhornAttention(Q=Q, K=K, beta=1.0, n_iter=101)
+    field = fl.SinkhornAttention(Q=Q, K=K, beta=1.0, n_half_steps=101)
     x = fl.gaussian_tokens(n, m, S, generator=gen)
     mean, cov = fl.empirical_moments(x)
     b, J = G.affine_velocity(field, mean, cov)

@@ -32,7 +32,7 @@ def _fields(d: int) -> dict[str, fl.VelocityField]:
         "softmax": fl.SoftmaxAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.8),
         "causal": fl.SoftmaxAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.8, causal=True),
         "l2": fl.L2Attention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.5),
-        "sinkhorn": fl.SinkhornAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.7, n_iter=5),
+        "sinkhorn": fl.SinkhornAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.7, n_half_steps=5),
         "sigmoid": fl.SigmoidAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=0.6, bias=-0.2),
         "multihead": fl.MultiHeadAttention(Q=m(2, 2, d), K=m(2, 2, d), V=m(2, d, d), W=m(2, d, d), beta=0.9),
         "sphere": fl.SphereAttention(Q=m(d, d), K=m(d, d), V=m(d, d), beta=2.0),
@@ -118,7 +118,7 @@ def test_chunked_fields_on_cuda_are_memory_linear(name):
         pytest.skip("CUDA memory statistics")
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(50_000, 3, generator=g, device="cuda")
-    field = fl.SigmoidAttention(bias=-1.0) if name == "sigmoid" else fl.SinkhornAttention(n_iter=3)
+    field = fl.SigmoidAttention(bias=-1.0) if name == "sigmoid" else fl.SinkhornAttention(n_half_steps=3)
     stats = fl.measure_call(lambda: field(x), device="cuda")
     assert torch.isfinite(stats.result).all() and stats.peak_bytes < 512 * 2**20  # dense: 10 GB
 

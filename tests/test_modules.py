@@ -28,7 +28,7 @@ def _learnable(name: str, d: int, gen: torch.Generator, backend: str = "auto", c
         return fl.L2Attention(Q=_p(d, d, gen=gen), K=_p(d, d, gen=gen), V=_p(d, d, gen=gen), beta=beta, **kw)
     if name == "sinkhorn":
         return fl.SinkhornAttention(
-            Q=_p(d, d, gen=gen), K=_p(d, d, gen=gen), V=_p(d, d, gen=gen), beta=beta, n_iter=4, **kw
+            Q=_p(d, d, gen=gen), K=_p(d, d, gen=gen), V=_p(d, d, gen=gen), beta=beta, n_half_steps=4, **kw
         )
     if name == "sigmoid":
         kw["backend"] = "dense" if backend == "sdpa" else backend
@@ -210,7 +210,7 @@ def test_value_only_gradient_through_several_blocks(name, gen):
         if name == "softmax":
             field = fl.SoftmaxAttention(**kw)
         elif name == "sinkhorn":
-            field = fl.SinkhornAttention(n_iter=3, **kw)
+            field = fl.SinkhornAttention(n_half_steps=3, **kw)
         else:
             field = fl.SigmoidAttention(bias=nn.Parameter(torch.tensor(-0.2, dtype=F64)), **kw)
         field(x).pow(2).sum().backward()

@@ -100,8 +100,8 @@ def test_unknown_backend():
 
 
 def test_sinkhorn_and_sigmoid_options():
-    with pytest.raises(ValueError, match="n_iter must be >= 1"):
-        fl.SinkhornAttention(n_iter=0)
+    with pytest.raises(ValueError, match="n_half_steps must be >= 1"):
+        fl.SinkhornAttention(n_half_steps=0)
     with pytest.raises(ValueError, match="last_step must be 'rows' or 'cols'"):
         fl.SinkhornAttention(last_step="both")
     with pytest.raises(ValueError, match="normalization must be"):

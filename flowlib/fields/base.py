@@ -3,20 +3,26 @@
 Fields are :class:`torch.nn.Module` objects: a matrix passed as :class:`torch.nn.Parameter` is
 trainable and appears in ``.parameters()``; any other tensor (a fixed matrix, a mask) is a buffer,
 so ``.to(device, dtype)`` moves everything once and ``state_dict()`` round-trips. ``beta`` may be a
-Python float or a tensor (a learnable temperature gets its gradient).
+Python float or a tensor (a learnable temperature gets its gradient); either way it is in ``state_dict()``
+under the key ``"beta"``, so the keys of a field do not depend on how it was built.
+
+A trainable matrix (an ``nn.Parameter``) must have the input's dtype and device: a mismatch raises an
+error naming ``.to()``, as ``torch.nn`` layers do, instead of a silent copy at every call. A fixed matrix
+(a buffer) must be on the input's device and is used in the input's dtype.
 """
 
 from __future__ import annotations
 
 import abc
 import math
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_mask, check_matrix, check_on_sphere, check_tokens
-from .reductions import BACKENDS, Backend
+from .reductions import BACKENDS, Backend, _transformed
 
 __all__ = ["VelocityField", "AttentionField", "apply_linear"]
 
@@ -40,14 +46,18 @@ def apply_linear(M: Tensor | None, x: Tensor) -> Tensor:
 class VelocityField(torch.nn.Module, abc.ABC):
     """A velocity field on token configurations: ``field(x)`` maps ``(..., n, d)`` to ``(..., n, d)``.
 
-    Calling a field validates its input (shapes, dtype, and for fields on the sphere that the
-    tokens have unit norm); :meth:`velocity` evaluates without the value checks and is what the
-    integrators call at every stage, after :meth:`validate` has checked the initial state once.
+    Subclasses implement :meth:`velocity`, the computation. Calling a field runs ``forward``, which
+    checks the input's shape and dtype and, with ``check=True`` (the default for a direct call), its
+    values too (for fields on the sphere, that the tokens have unit norm; one host synchronisation).
+    The integrators call every field through ``__call__`` (so module hooks run) with
+    ``check=False`` at every stage, after :meth:`validate` has checked the initial state once. Inside
+    :mod:`torch.func` transforms the value checks are skipped (they would need the values).
 
     What a field knows about itself is a method of the field, so that a new field is one class:
     :meth:`mean_field_velocity` (its velocity against a weighted measure, used by the PDE solver)
     and :meth:`gaussian_closure` (its affine velocity on Gaussian measures, used by
-    :mod:`flowlib.gaussian`). Fields without them raise ``TypeError`` naming the field.
+    :mod:`flowlib.gaussian`). Fields without them raise ``TypeError`` naming the field. Attention
+    weights (``weights(x)``) belong to :class:`AttentionField` only.
 
     Attributes
     ----------
@@ -66,9 +76,6 @@ class VelocityField(torch.nn.Module, abc.ABC):
     ...     def velocity(self, x):
     ...         return torch.stack([-x[..., 1], x[..., 0]], dim=-1)
     ...
-    ...     def weights(self, x):
-    ...         return torch.eye(x.shape[-2], dtype=x.dtype)
-    ...
     >>> x0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
     >>> traj = fl.simulate(Rotation(), x0, t1=torch.pi / 2, n_steps=32, method="rk4")
     >>> torch.allclose(traj.final, torch.tensor([[0.0, 1.0]], dtype=torch.float64), atol=1e-6)  # a quarter turn
@@ -82,38 +89,49 @@ class VelocityField(torch.nn.Module, abc.ABC):
     def perm_equivariant(self) -> bool:
         return not (getattr(self, "causal", False) or getattr(self, "mask", None) is not None)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, *, check: bool = True) -> Tensor:
+        """The velocity at ``x``; ``check=False`` skips the value checks (the integrators' per-step path)."""
         x = check_tokens(x)
-        if self.on_sphere:
-            check_on_sphere(x)
+        if check and not _transformed(x):
+            self._check_values(x)
+            return self._checked_velocity(x)
         return self.velocity(x)
 
     def validate(self, x: Tensor) -> None:
         """Check ``x`` once, fully: shapes and parameters, finiteness, and the sphere if relevant."""
         x = check_tokens(x)
         check_finite(x)
-        if self.on_sphere:
-            check_on_sphere(x)
+        self._check_values(x)
         with torch.no_grad():
             self.velocity(x[..., :1, :] if self.perm_equivariant else x)  # shape checks on parameters
 
+    def _check_values(self, x: Tensor) -> None:
+        """Value checks on the input (host synchronisations): the sphere for ``on_sphere`` fields."""
+        if self.on_sphere:
+            check_on_sphere(x)
+
+    def _checked_velocity(self, x: Tensor) -> Tensor:
+        """:meth:`velocity` with checks on the result, for a direct call (fields override as needed)."""
+        return self.velocity(x)
+
     @abc.abstractmethod
     def velocity(self, x: Tensor) -> Tensor:
-        """Evaluate the field without the value checks of :meth:`forward` (shape ``(..., n, d)``)."""
+        """Evaluate the field without the value checks of ``forward`` (shape ``(..., n, d)``)."""
 
-    @abc.abstractmethod
-    def weights(self, x: Tensor) -> Tensor:
-        """Dense attention weights ``(..., n, n)`` for plots and tests (small ``n`` only)."""
-
-    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+    def mean_field_velocity(
+        self, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True, **old: Any
+    ) -> Tensor:
         r"""Velocity :math:`\Gamma_\mu(x)` of the measure :math:`\mu = \sum_j w_j\delta_{y_j}` at ``queries``.
 
         Parameters
         ----------
         queries : Tensor, shape (n, d)
         points : Tensor, shape (m, d)
-        weights : Tensor, shape (m,), optional
-            Non-negative masses (any total; uniform if omitted).
+        masses : Tensor, shape (m,), optional
+            Non-negative masses (any positive total; uniform if omitted). ``weights=`` is the deprecated
+            name.
+        check : bool
+            Check the masses' values (non-negative, finite, positive total; one host synchronisation).
 
         Returns
         -------
@@ -140,6 +158,23 @@ class VelocityField(torch.nn.Module, abc.ABC):
         )
 
 
+def _masses_arg(masses: Tensor | None, old: dict[str, Any], where: str) -> Tensor | None:
+    """Accept the deprecated keyword ``weights=`` for ``masses=`` (with a DeprecationWarning)."""
+    if not old:
+        return masses
+    unknown = set(old) - {"weights"}
+    if unknown:
+        raise TypeError(f"{where} got unexpected keyword argument(s) {sorted(unknown)}")
+    if masses is not None:
+        raise TypeError(f"{where}: pass masses= only (weights= is its deprecated name)")
+    warnings.warn(
+        f"{where}(weights=...) is deprecated since flowlib 0.3; use masses=... (weights means attention weights)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old["weights"]
+
+
 def _register(module: torch.nn.Module, name: str, value: object) -> None:
     """A Parameter stays a parameter, another tensor becomes a buffer, ``None`` stays ``None``."""
     if value is None or isinstance(value, Tensor):
@@ -157,24 +192,43 @@ def _register(module: torch.nn.Module, name: str, value: object) -> None:
     module.register_buffer(name, value)
 
 
-def _check_beta(beta: object, *, per_head: int | None = None) -> float | Tensor:
-    """A finite real ``beta`` (returned as float) or a finite tensor (returned as it is, to keep its gradient)."""
+def _check_beta(beta: object, *, per_head: int | None = None, name: str = "beta") -> float | Tensor:
+    """A finite real ``beta`` (returned as float) or a finite floating tensor (returned as it is, to keep its
+    gradient). A tensor of one element is a scalar; another shape is a batch (one ``beta`` per system,
+    broadcast against the leading dims of the tokens), or with ``per_head`` one ``beta`` per head."""
     if isinstance(beta, Tensor):
-        ok_shape = beta.numel() == 1 or (per_head is not None and beta.ndim == 1)
-        if not ok_shape:
-            allowed = "a scalar" if per_head is None else "a scalar or shape (H,)"
-            raise ValueError(f"beta must be {allowed}; got a tensor of shape {tuple(beta.shape)}")
+        if per_head is not None and not (beta.numel() == 1 or beta.shape == (per_head,)):
+            raise ValueError(
+                f"{name} must be a scalar or have shape (H,) = ({per_head},), one per head; got shape {tuple(beta.shape)}"
+            )
         if not beta.is_floating_point():
-            raise TypeError(f"beta must be a floating tensor; got {beta.dtype}")
-        if not bool(torch.isfinite(beta.detach()).all()):
-            raise ValueError(f"beta must be finite; got {beta.detach()}")
+            raise TypeError(f"{name} must be a floating tensor; got {beta.dtype}")
+        if not _transformed(beta) and not bool(torch.isfinite(beta.detach()).all()):
+            raise ValueError(f"{name} must be finite; got {beta.detach()}")
         return beta
     if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a real number or a tensor; got {type(beta).__name__}")
+        raise TypeError(f"{name} must be a real number or a tensor; got {type(beta).__name__}")
     beta = float(beta)
     if not math.isfinite(beta):
-        raise ValueError(f"beta must be finite; got {beta}")
+        raise ValueError(f"{name} must be finite; got {beta}")
     return beta
+
+
+def _like(M: Tensor, name: str, x: Tensor) -> Tensor:
+    """A field's tensor ready to meet the input ``x``: same device required, and for a trainable
+    ``Parameter`` the same dtype too (as ``torch.nn`` layers require); a fixed tensor takes ``x``'s dtype."""
+    if M.device != x.device:
+        raise ValueError(
+            f"{name} is on {M.device} but the input is on {x.device}; move the field with field.to({str(x.device)!r})"
+        )
+    if M.dtype != x.dtype:
+        if isinstance(M, torch.nn.Parameter):
+            raise TypeError(
+                f"{name} is a {M.dtype} Parameter but the input is {x.dtype}; convert the field with "
+                f"field.to({x.dtype}) (or the input with x.to({M.dtype}))"
+            )
+        return M.to(x.dtype)
+    return M
 
 
 class AttentionField(VelocityField):
@@ -188,7 +242,10 @@ class AttentionField(VelocityField):
         Value matrix (``None`` = identity).
     beta : float or Tensor
         Inverse temperature multiplying :math:`\\langle Qx, Ky\\rangle`; a tensor (for example a
-        ``Parameter``) keeps its gradient.
+        ``Parameter``) keeps its gradient. A tensor of shape ``B`` broadcastable to the leading
+        dims of the tokens gives each system its own ``beta`` (a sweep in one call; ``torch.func.vmap``
+        over ``beta`` works too). A number is kept as a Python float for the computation and mirrored
+        in a float64 buffer, so ``"beta"`` is always a key of ``state_dict()``.
     mask : Tensor of bool, broadcastable to (..., n, n), optional
         True where token ``i`` may attend to token ``j`` (a buffer: it moves with ``.to()``).
     causal : bool
@@ -206,8 +263,10 @@ class AttentionField(VelocityField):
     True
     >>> [name for name, _ in field.named_parameters()]  # a Parameter trains; K is a buffer
     ['Q']
-    >>> field.replace(beta=0.5).beta  # a copy with one argument changed
+    >>> float(field.replace(beta=0.5).beta)  # a copy with one argument changed
     0.5
+    >>> sorted(field.state_dict())  # beta is a key whatever its type (V=None is no tensor at all)
+    ['K', 'Q', 'beta']
     """
 
     #: Constructor arguments, in the order :meth:`replace` and ``repr`` list them.
@@ -249,12 +308,52 @@ class AttentionField(VelocityField):
 
     def _set_beta(self, beta: object, per_head: int | None = None) -> None:
         beta = _check_beta(beta, per_head=per_head)
-        if "beta" in self.__dict__ or "beta" in self._buffers or "beta" in self._parameters:
-            delattr(self, "beta")  # replacing the value the base class set
+        for store in (self._buffers, self._parameters):
+            store.pop("beta", None)  # replacing the value the base class set
         if isinstance(beta, Tensor):
+            self._beta_float = None
+            self.__dict__["_beta_mirror"] = None
             _register(self, "beta", beta)
         else:
-            self.beta = beta
+            # a number: computed with as a Python float (exact, no host sync), mirrored in a float64 CPU
+            # buffer for state_dict (kept out of .to(), see _apply; load_state_dict updates the float).
+            # torch.func.functional_call swaps the buffer for another tensor: that tensor is then used.
+            self._beta_float = beta
+            mirror = torch.tensor(beta, dtype=torch.float64)
+            self.__dict__["_beta_mirror"] = mirror
+            self.register_buffer("beta", mirror)
+
+    def _plain_beta(self) -> bool:
+        """True while beta is a number whose mirror buffer has not been swapped (functional_call)."""
+        return self._beta_float is not None and self._buffers.get("beta") is self.__dict__.get("_beta_mirror")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "beta" and "_beta_float" in self.__dict__:
+            self._set_beta(value)
+            return
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, *args, **kwargs):
+        mirror = self._buffers.pop("beta") if self._plain_beta() else None
+        try:
+            return super()._apply(fn, *args, **kwargs)
+        finally:
+            if mirror is not None:
+                self._buffers["beta"] = mirror
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self._plain_beta() and prefix + "beta" in state_dict:
+            self._beta_float = _check_beta(float(self._buffers["beta"]))
+
+    @property
+    def beta_value(self) -> float | Tensor:
+        """``beta`` as the constructor took it: a Python float, or the tensor (with its gradient)."""
+        return self._beta_float if self._plain_beta() else self.beta
+
+    @abc.abstractmethod
+    def weights(self, x: Tensor) -> Tensor:
+        """Dense attention weights ``(..., n, n)`` for plots and tests (small ``n`` only)."""
 
     # ----------------------------------------------------------------- conveniences
     def replace(self, **changes: Any) -> AttentionField:
@@ -264,20 +363,21 @@ class AttentionField(VelocityField):
         --------
         >>> import flowlib
         >>> field = flowlib.SoftmaxAttention(beta=2.0)
-        >>> field.replace(backend="dense").backend, field.replace(backend="dense").beta
+        >>> field.replace(backend="dense").backend, field.replace(backend="dense").beta_value
         ('dense', 2.0)
         """
         unknown = set(changes) - set(self._init_names)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no argument(s) {sorted(unknown)}; expected {self._init_names}")
         kwargs = {name: getattr(self, name) for name in self._init_names}
+        kwargs["beta"] = self.beta_value
         kwargs.update(changes)
         return type(self)(**kwargs)
 
     def extra_repr(self) -> str:
         parts = []
         for name in self._init_names:
-            value = getattr(self, name)
+            value = self.beta_value if name == "beta" else getattr(self, name)
             if isinstance(value, Tensor):
                 kind = "Parameter" if isinstance(value, torch.nn.Parameter) else "tensor"
                 value = f"{kind}{tuple(value.shape)}" if value.numel() != 1 else f"{kind}({float(value.detach()):g})"
@@ -288,9 +388,9 @@ class AttentionField(VelocityField):
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values ``(Q x_i, K x_j, V x_j)`` with every shape checked against ``x``."""
         d = x.shape[-1]
-        Q = None if self.Q is None else check_matrix(self.Q, "Q", cols=d, like=x)
-        K = None if self.K is None else check_matrix(self.K, "K", cols=d, like=x)
-        V = None if self.V is None else check_matrix(self.V, "V", cols=d, rows=d, like=x)
+        Q = None if self.Q is None else _like(check_matrix(self.Q, "Q", cols=d), "Q", x)
+        K = None if self.K is None else _like(check_matrix(self.K, "K", cols=d), "K", x)
+        V = None if self.V is None else _like(check_matrix(self.V, "V", cols=d, rows=d), "V", x)
         kq = d if Q is None else Q.shape[-2]
         kk = d if K is None else K.shape[-2]
         if kq != kk:
@@ -300,33 +400,59 @@ class AttentionField(VelocityField):
         return apply_linear(Q, x), apply_linear(K, x), apply_linear(V, x)
 
     def _beta_like(self, x: Tensor) -> float | Tensor:
-        """``beta`` as a float, or as a tensor in ``x``'s dtype and device (a no-op when they match)."""
+        """``beta`` as a float, or as a tensor in ``x``'s dtype (any shape: a batched beta stays batched)."""
+        if self._plain_beta():
+            return self._beta_float
         b = self.beta
-        return b.to(dtype=x.dtype, device=x.device).reshape(()) if isinstance(b, Tensor) else b
+        if isinstance(b, torch.nn.Parameter):
+            b = _like(b, "beta", x)
+        return b.to(dtype=x.dtype, device=x.device)
 
     def _mask_for(self, x: Tensor) -> Tensor | None:
         if self.mask is None:
             return None
-        return check_mask(self.mask, x.shape[-2]).to(x.device)
+        mask = check_mask(self.mask, x.shape[-2])
+        if mask.device != x.device:
+            raise ValueError(
+                f"mask is on {mask.device} but the input is on {x.device}; move the field with field.to({str(x.device)!r})"
+            )
+        return mask
 
     def _no_positions(self, what: str) -> None:
         if self.causal or self.mask is not None:
             raise ValueError(f"{what} is not defined for masked or causal fields here (the measure carries positions)")
 
 
-def measure_bias(queries: Tensor, points: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Check ``(queries, points, weights)`` of a mean-field velocity; return ``points`` and the log-mass row bias.
+def measure_bias(
+    queries: Tensor, points: Tensor, masses: Tensor | None, *, check: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Check ``(queries, points, masses)`` of a mean-field velocity; return ``points`` and the log-mass row bias.
 
     The bias ``log w_j`` (shape ``(1, m)``) turns the uniform average of :func:`flowlib.softmax_average`
     into the weighted one; a point of zero mass gets ``-inf`` and weight 0 (no boolean indexing, so
-    no host synchronisation).
+    no host synchronisation). The masses must be a floating tensor on the points' device (they are
+    used in the points' dtype); with ``check`` their values are checked too (non-negative, finite,
+    positive total: one host synchronisation), unless inside a :mod:`torch.func` transform.
     """
     if queries.ndim != 2 or points.ndim != 2 or queries.shape[-1] != points.shape[-1]:
         raise ValueError(
             f"queries and points must have shapes (n, d) and (m, d); got {tuple(queries.shape)}, {tuple(points.shape)}"
         )
-    if weights is None:
+    if masses is None:
         return points, None
-    if weights.shape != points.shape[:1]:
-        raise ValueError(f"weights must have shape ({points.shape[0]},); got {tuple(weights.shape)}")
-    return points, torch.log(weights).unsqueeze(0)
+    if not isinstance(masses, Tensor):
+        masses = torch.as_tensor(masses, dtype=points.dtype, device=points.device)
+    if not masses.is_floating_point():
+        raise TypeError(f"masses must be a floating tensor; got {masses.dtype}")
+    if masses.shape != points.shape[:1]:
+        raise ValueError(f"masses must have shape ({points.shape[0]},), one per point; got {tuple(masses.shape)}")
+    if masses.device != points.device:
+        raise ValueError(f"masses are on {masses.device} but the points are on {points.device}")
+    masses = masses.to(points.dtype)
+    if check and not _transformed(masses):
+        bad = ~torch.isfinite(masses) | (masses < 0)
+        if bool(bad.any()):
+            raise ValueError("masses must be finite and non-negative (a negative mass has no meaning here)")
+        if not bool(masses.sum() > 0):
+            raise ValueError("masses must have a positive total")
+    return points, torch.log(masses).unsqueeze(0)

@@ -136,9 +136,21 @@ def choose_backend(
     return "chunked"
 
 
+def _is_compiling() -> bool:
+    fn = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    if fn is None:  # torch < 2.3
+        fn = getattr(getattr(torch, "_dynamo", None), "is_compiling", lambda: False)
+    return bool(fn())
+
+
 def _transformed(t: Tensor) -> bool:
     """True inside :mod:`torch.func` transforms (``jvp``, ``vmap``, ``jacrev``...) or with forward-mode
-    tangents: the fused SDPA kernels lack forward-mode rules, so ``auto`` avoids them there."""
+    tangents: the fused SDPA kernels lack forward-mode rules, so ``auto`` avoids them there.
+
+    Under :func:`torch.compile` the question is answered False without looking (the functorch probes
+    are opaque to Dynamo and would break the graph at every call)."""
+    if _is_compiling():
+        return False
     is_wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
     if is_wrapped is not None and is_wrapped(t):
         return True
@@ -146,6 +158,22 @@ def _transformed(t: Tensor) -> bool:
         return torch.autograd.forward_ad.unpack_dual(t).tangent is not None
     except RuntimeError:
         return False
+
+
+def _any_transformed(*tensors: Tensor | None) -> bool:
+    """True when any of ``tensors`` is seen through a :mod:`torch.func` transform or carries a tangent.
+
+    The blocked paths then use out-of-place operations only and no reused scratch buffer: ``matmul(out=)``
+    has no forward-mode or batching rule, and an in-place update of an unbatched block by a batched
+    bias (``vmap`` over masses, say) is not allowed.
+    """
+    return any(t is not None and _transformed(t) for t in tensors)
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype in which sums over keys are accumulated: float32 for float16/bfloat16 (whose largest
+    value, 65 504 for float16, a sum over more keys than that would exceed), else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _full_mask(mask: Tensor | None, causal: bool, n: int, m: int, device) -> Tensor | None:
@@ -184,55 +212,85 @@ def _scratch(q: Tensor, k: Tensor, rows: int, *others: Tensor | None) -> Tensor 
     a fresh allocation per block, glibc's malloc can keep hundreds of freed blocks resident. Autograd
     saves each block's weights for the backward pass (the gradient with respect to the values, or a
     bias, needs them), so no buffer is reused when any input (``q``, ``k`` or ``others``: values, bias)
-    requires a gradient.
+    requires a gradient; nor inside :mod:`torch.func` transforms (``jvp``, ``vmap``, ...), which have no
+    rule for ``matmul(out=)``.
     """
-    if _needs_grad(q, k, *others):
+    if _needs_grad(q, k, *others) or _any_transformed(q, k, *others):
         return None
     batch = _batch_numel(q.shape[:-2], k.shape[:-2])
     return torch.empty(batch * rows * k.shape[-2], dtype=torch.result_type(q, k), device=q.device)
 
 
-def _mask_logits_(logits: Tensor, mask: Tensor | None) -> Tensor:
+def _mask_logits_(logits: Tensor, mask: Tensor | None, inplace: bool = True) -> Tensor:
     """Set the logits of forbidden pairs (``mask`` False) to -inf, in place when shapes allow."""
     if mask is None:
         return logits
     fill = ~mask
-    if torch.broadcast_shapes(logits.shape, fill.shape) == logits.shape:
+    if inplace and torch.broadcast_shapes(logits.shape, fill.shape) == logits.shape:
         return logits.masked_fill_(fill, float("-inf"))
     return logits.masked_fill(fill, float("-inf"))
 
 
 def _shifted_exp(
-    q: Tensor, k: Tensor, beta: float, mask: Tensor | None, bias: Tensor | None, buf: Tensor | None = None
+    q: Tensor,
+    k: Tensor,
+    beta: float,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    buf: Tensor | None = None,
+    inplace: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """``(exp(logits - rowmax), rowmax)`` for one block, with a single ``(..., c, m)`` allocation.
 
     The updates are in place on the fresh product ``q k^T``, so a block costs one buffer instead of
     four (fewer, larger allocations also keep the C allocator from fragmenting across blocks).
     Autograd sees only safe in-place ops: the product's backward needs ``q`` and ``k``, not its
-    output, and ``exp_`` saves its own result.
+    output, and ``exp_`` saves its own result. With ``inplace=False`` (inside :mod:`torch.func`
+    transforms) every update is out of place.
     """
     logits = _product(q, k, buf)
     shape = logits.shape
-    logits.mul_(beta)
-    if bias is not None:
-        logits = logits.add_(bias) if torch.broadcast_shapes(shape, bias.shape) == shape else logits + bias
-    logits = _mask_logits_(logits, mask)
+    if inplace:
+        logits.mul_(beta)
+        if bias is not None:
+            logits = logits.add_(bias) if torch.broadcast_shapes(shape, bias.shape) == shape else logits + bias
+    else:
+        logits = logits * beta
+        if bias is not None:
+            logits = logits + bias
+    logits = _mask_logits_(logits, mask, inplace)
     mx = logits.detach().amax(dim=-1, keepdim=True)
     mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    return logits.sub_(mx).exp_(), mx
+    if inplace:
+        return logits.sub_(mx).exp_(), mx
+    return torch.exp(logits - mx), mx
 
 
-def _dense_average(q, k, v, beta, mask, bias, buf=None) -> Tensor:
-    w, _ = _shifted_exp(q, k, beta, mask, bias, buf)
-    denom = w.sum(dim=-1, keepdim=True)
+def _normalise_rows(w: Tensor, v: Tensor | None) -> Tensor:
+    """``(w @ v) / w.sum(-1)`` (or ``w / w.sum(-1)`` when ``v`` is None), rows of zero sum giving 0.
+
+    Sums over keys are accumulated in float32 for half-precision inputs (see :func:`_acc_dtype`).
+    """
+    acc = _acc_dtype(w.dtype)
+    denom = w.sum(dim=-1, keepdim=True, dtype=acc)
     denom = torch.where(denom > 0, denom, torch.ones_like(denom))
+    if v is None:
+        return (w.to(acc) / denom).to(w.dtype) if acc != w.dtype else w / denom
+    if acc != w.dtype or _acc_dtype(v.dtype) != v.dtype:
+        out_dtype = torch.result_type(w, v)
+        return ((w.to(acc) @ v.to(acc)) / denom).to(out_dtype)
     return (w @ v) / denom
 
 
-def _dense_lse(q, k, beta, mask, bias, buf=None) -> Tensor:
-    w, mx = _shifted_exp(q, k, beta, mask, bias, buf)
-    return torch.log(w.sum(dim=-1)) + mx.squeeze(-1)
+def _dense_average(q, k, v, beta, mask, bias, buf=None, inplace=True) -> Tensor:
+    w, _ = _shifted_exp(q, k, beta, mask, bias, buf, inplace)
+    return _normalise_rows(w, v)
+
+
+def _dense_lse(q, k, beta, mask, bias, buf=None, inplace=True) -> Tensor:
+    w, mx = _shifted_exp(q, k, beta, mask, bias, buf, inplace)
+    acc = _acc_dtype(w.dtype)
+    return (torch.log(w.sum(dim=-1, dtype=acc)) + mx.squeeze(-1).to(acc)).to(w.dtype)
 
 
 def dense_weights(
@@ -258,12 +316,11 @@ def dense_weights(
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
     mask = _full_mask(mask, causal, n, m, q.device)
-    w, _ = _shifted_exp(q, k, beta, mask, bias)
-    denom = w.sum(dim=-1, keepdim=True)
-    return w / torch.where(denom > 0, denom, torch.ones_like(denom))
+    w, _ = _shifted_exp(q, k, beta, mask, bias, inplace=not _any_transformed(q, k, bias))
+    return _normalise_rows(w, None)
 
 
-def _row_slice(t: Tensor | None, i0: int, i1: int, n: int) -> Tensor | None:
+def _row_slice(t: Tensor | None, i0: int, i1: int) -> Tensor | None:
     if t is None or t.shape[-2] == 1:
         return t
     return t[..., i0:i1, :]
@@ -279,18 +336,22 @@ def _chunk_rows(q: Tensor, k: Tensor, v: Tensor | None, chunk_size: int | None) 
 
 
 def _chunked(fn, q, k, v, beta, mask, causal, bias, chunk_size) -> Tensor:
+    """Apply the block function ``fn(q_blk, k, [v,] beta, mask_blk, bias_blk, buf, inplace)`` to blocks of
+    query rows and concatenate. Inside :mod:`torch.func` transforms there is no scratch buffer and
+    ``inplace`` is False, so every blocked path is safe under ``jvp``, ``vmap`` and ``jacrev``."""
     n, m = q.shape[-2], k.shape[-2]
     c = _chunk_rows(q, k, v, chunk_size)
-    buf = _scratch(q, k, min(c, n), v, bias) if n > c else None
+    functional = _any_transformed(q, k, v, bias, mask)
+    buf = _scratch(q, k, min(c, n), v, bias) if n > c and not functional else None
     outs = []
     for i0 in range(0, n, c):
         i1 = min(n, i0 + c)
-        blk_mask = _row_slice(mask, i0, i1, n)
+        blk_mask = _row_slice(mask, i0, i1)
         if causal:
             cm = torch.arange(i0, i1, device=q.device)[:, None] >= torch.arange(m, device=q.device)[None, :]
             blk_mask = cm if blk_mask is None else (blk_mask & cm)
         args = (q[..., i0:i1, :], k) + ((v,) if v is not None else ())
-        outs.append(fn(*args, beta, blk_mask, _row_slice(bias, i0, i1, n), buf))
+        outs.append(fn(*args, beta, blk_mask, _row_slice(bias, i0, i1), buf, not functional))
     return torch.cat(outs, dim=-1 if v is None else -2)
 
 
@@ -342,12 +403,30 @@ def _sdpa_average(q, k, v, beta, mask, causal, bias) -> Tensor:
 
 
 def _fold_beta(q: Tensor, beta: float | Tensor) -> tuple[Tensor, float]:
-    """A tensor ``beta`` is folded into the queries (``beta <q, k> = <beta q, k>``), so its gradient flows."""
+    """A tensor ``beta`` is folded into the queries (``beta <q, k> = <beta q, k>``), so its gradient flows.
+
+    A tensor with one element is a scalar; a tensor of another shape is a batch of inverse temperatures
+    broadcast against the leading (batch) dimensions of ``q``: ``beta[...]`` multiplies system ``...``.
+    """
     if isinstance(beta, Tensor):
-        if beta.numel() != 1:
-            raise ValueError(f"beta must be a scalar here; got a tensor of shape {tuple(beta.shape)}")
-        return q * beta.to(dtype=q.dtype, device=q.device).reshape(()), 1.0
+        b = beta.to(dtype=q.dtype, device=q.device)
+        if b.numel() == 1 and b.ndim <= 1:
+            return q * b.reshape(()), 1.0
+        try:
+            torch.broadcast_shapes(b.shape, q.shape[:-2])
+        except RuntimeError:
+            raise ValueError(
+                f"a batched beta must broadcast against the batch dimensions {tuple(q.shape[:-2])} of the "
+                f"tokens (one beta per system); got shape {tuple(b.shape)}"
+            ) from None
+        return q * b.reshape(*b.shape, 1, 1), 1.0
     return q, float(beta)
+
+
+def _empty_average(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The average for n = 0 queries or m = 0 keys: an empty result, or zeros (no admissible key)."""
+    batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    return torch.zeros(*batch, q.shape[-2], v.shape[-1], dtype=torch.result_type(q, v), device=q.device)
 
 
 def softmax_average(
@@ -374,7 +453,8 @@ def softmax_average(
         Values.
     beta : float or Tensor
         Inverse temperature multiplying :math:`\langle q_i, k_j\rangle` (no implicit ``1/sqrt(e)``); a
-        0-d tensor keeps its gradient.
+        tensor keeps its gradient. A tensor of one element is a scalar; one of shape ``B`` broadcastable
+        to the batch dims ``...`` gives each system its own inverse temperature (a sweep in one call).
     mask : Tensor of bool, broadcastable to (..., n, m), optional
         True where query ``i`` may attend to key ``j``.
     causal : bool
@@ -389,7 +469,8 @@ def softmax_average(
     Returns
     -------
     Tensor, shape (..., n, f)
-        ``out_i = sum_j P_ij v_j``; rows with no admissible key are 0.
+        ``out_i = sum_j P_ij v_j``; rows with no admissible key are 0 (so are all rows when ``m = 0``).
+        Sums over keys are accumulated in float32 for float16 and bfloat16 inputs.
 
     Raises
     ------
@@ -410,17 +491,21 @@ def softmax_average(
     >>> fl.softmax_average(q, k, v, causal=True)[0].equal(v[0])  # the first token sees only itself
     True
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
+    if n == 0 or m == 0:
+        return _empty_average(q, k, v)
+    functional = _any_transformed(q, k, v, bias, mask)
     if backend == "auto":
         batch = _batch_numel(q.shape[:-2], k.shape[:-2], v.shape[:-2])
         has_full_bias = bias is not None and bias.shape[-2] != 1
-        fused = not (_transformed(q) or _transformed(k) or _transformed(v))
         backend = choose_backend(
-            n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=has_full_bias, allow_fused=fused
+            n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=has_full_bias, allow_fused=not functional
         )
     if backend == "dense":
-        return _dense_average(q, k, v, beta, _full_mask(mask, causal, n, m, q.device), bias)
+        return _dense_average(q, k, v, beta, _full_mask(mask, causal, n, m, q.device), bias, None, not functional)
     if backend == "chunked":
         return _chunked(_dense_average, q, k, v, beta, mask, causal, bias, chunk_size)
     if backend == "sdpa":
@@ -453,13 +538,19 @@ def logsumexp_rows(
     >>> fl.fields.logsumexp_rows(q, k, causal=True)  # query i sees keys 0..i
     tensor([0.0000, 0.6931])
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     q, beta = _fold_beta(q, beta)
     n, m = q.shape[-2], k.shape[-2]
+    if n == 0 or m == 0:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+        return torch.full((*batch, n), float("-inf"), dtype=torch.result_type(q, k), device=q.device)
     if backend == "auto":
         batch = _batch_numel(q.shape[:-2], k.shape[:-2])
         backend = choose_backend(n, m, batch=batch, dtype=q.dtype, device=q.device, has_bias=True)
     if backend == "dense":
-        return _dense_lse(q, k, beta, _full_mask(mask, causal, n, m, q.device), bias)
+        inplace = not _any_transformed(q, k, bias, mask)
+        return _dense_lse(q, k, beta, _full_mask(mask, causal, n, m, q.device), bias, None, inplace)
     if backend in ("chunked", "sdpa"):
         return _chunked(_dense_lse, q, k, None, beta, mask, causal, bias, chunk_size)
     raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")

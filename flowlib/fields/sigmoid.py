@@ -7,11 +7,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import AttentionField, _check_beta, _register, measure_bias
+from .base import AttentionField, _check_beta, _masses_arg, _register, measure_bias
 from .reductions import (
     Backend,
+    _acc_dtype,
+    _any_transformed,
     _batch_numel,
     _chunked,
+    _fold_beta,
     _full_mask,
     _mask_logits_,
     _product,
@@ -93,22 +96,41 @@ class SigmoidAttention(AttentionField):
         self.normalization = normalization
 
     def _block_weights(
-        self, q: Tensor, k: Tensor, mask: Tensor | None, bias: Tensor | None = None, buf: Tensor | None = None
+        self,
+        q: Tensor,
+        k: Tensor,
+        mask: Tensor | None,
+        bias: Tensor | None = None,
+        buf: Tensor | None = None,
+        inplace: bool = True,
     ) -> Tensor:
         """Unnormalised weights ``sigmoid(<q_i, k_j> + bias)`` of one block (0 where masked).
 
         ``q`` already carries ``beta`` (see :meth:`_scores_q`); ``bias`` is the tensor bias reshaped to
         ``(1, 1)`` (None for a float bias, which is read from the field). One ``(..., c, m)`` buffer
-        per block, updated in place; masked pairs get logit -inf, so weight 0 (and gradient 0).
-        ``sigmoid_`` saves its own output for autograd, so nothing may touch it after.
+        per block, updated in place (out of place inside :mod:`torch.func` transforms, ``inplace=False``);
+        masked pairs get logit -inf, so weight 0 (and gradient 0). ``sigmoid_`` saves its own output for
+        autograd, so nothing may touch it after.
         """
         z = _product(q, k, buf)
-        z = z.add_(self.bias) if bias is None else z.add_(bias)
-        return _mask_logits_(z, mask).sigmoid_()
+        b = self.bias if bias is None else bias
+        if inplace:
+            return _mask_logits_(z.add_(b), mask).sigmoid_()
+        return torch.sigmoid(_mask_logits_(z + b, mask, inplace=False))
+
+    @staticmethod
+    def _apply_weights(w: Tensor, v: Tensor) -> Tensor:
+        """``w @ v``, accumulated in float32 for half-precision inputs (a sum of more than 65 504 weights
+        of order 1 overflows float16)."""
+        acc = _acc_dtype(w.dtype)
+        if acc != w.dtype or _acc_dtype(v.dtype) != v.dtype:
+            return (w.to(acc) @ v.to(acc)).to(torch.result_type(w, v))
+        return w @ v
 
     def _scores_q(self, q: Tensor, x: Tensor) -> Tensor:
         """The queries times ``beta`` (so a tensor ``beta`` gets its gradient through them)."""
-        return q * self._beta_like(x)
+        q, scale = _fold_beta(q, self._beta_like(x))  # a tensor is folded in, a number comes back
+        return q * scale
 
     def _bias_like(self, x: Tensor) -> Tensor | None:
         """A tensor bias as a ``(1, 1)`` tensor in ``x``'s dtype and device (it rides along the blocks as
@@ -131,11 +153,12 @@ class SigmoidAttention(AttentionField):
             batch = _batch_numel(q.shape[:-2], k.shape[:-2])
             backend = choose_backend(n, n, batch=batch, dtype=x.dtype, device=x.device, allow_fused=False)
 
-        def block(q_blk, k, v, beta, blk_mask, bias, buf=None):  # the block signature of _chunked
-            return self._block_weights(q_blk, k, blk_mask, bias, buf) @ v
+        def block(q_blk, k, v, beta, blk_mask, bias, buf=None, inplace=True):  # the block signature of _chunked
+            return self._apply_weights(self._block_weights(q_blk, k, blk_mask, bias, buf, inplace), v)
 
         if backend == "dense":
-            out = block(q, k, v, None, _full_mask(mask, self.causal, n, n, x.device), bias)
+            inplace = not _any_transformed(q, k, v, bias, mask)
+            out = block(q, k, v, None, _full_mask(mask, self.causal, n, n, x.device), bias, None, inplace)
         else:  # the softmax path's query blocks, causal masks built per block, one reused scratch buffer
             out = _chunked(block, q, k, v, None, mask, self.causal, bias, self.chunk_size)
         return out * self._scale(n)
@@ -144,9 +167,14 @@ class SigmoidAttention(AttentionField):
         q, k, _ = self._qkv(x)
         n = x.shape[-2]
         full = _full_mask(self._mask_for(x), self.causal, n, n, x.device)
-        return self._block_weights(self._scores_q(q, x), k, full, self._bias_like(x)) * self._scale(n)
+        q = self._scores_q(q, x)
+        bias = self._bias_like(x)
+        inplace = not _any_transformed(q, k, bias)
+        return self._block_weights(q, k, full, bias, None, inplace) * self._scale(n)
 
-    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+    def mean_field_velocity(
+        self, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True, **old
+    ) -> Tensor:
         r""":math:`\int \sigma(\beta\langle Qx,Ky\rangle + b)\,Vy\,d\mu(y)` for the probability measure
         :math:`\mu \propto \sum_j w_j\delta_{y_j}` (the limit of ``normalization="n"``). Shapes as in
         :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`.
@@ -156,10 +184,11 @@ class SigmoidAttention(AttentionField):
         ValueError
             With ``normalization="none"``, whose sum over ``n`` tokens has no limit as ``n`` grows.
         """
+        masses = _masses_arg(masses, old, "mean_field_velocity")
         self._no_positions("the mean-field velocity")
         if self.normalization != "n":
             raise ValueError("the mean-field velocity needs normalization='n' (a sum over n tokens has no limit)")
-        points, logw = measure_bias(queries, points, weights)
+        points, logw = measure_bias(queries, points, masses, check=check)
         q, _, _ = self._qkv(queries)
         _, k, v = self._qkv(points)
         if logw is None:
@@ -167,7 +196,10 @@ class SigmoidAttention(AttentionField):
         else:
             w = logw.exp().mT
             w = w / w.sum()
-        return self._block_weights(self._scores_q(q, queries), k, None, self._bias_like(queries)) @ (w * v)
+        q = self._scores_q(q, queries)
+        bias = self._bias_like(queries)
+        w_qk = self._block_weights(q, k, None, bias, None, not _any_transformed(q, k, v, bias, w))
+        return self._apply_weights(w_qk, w * v)
 
     def gaussian_closure(self):
         """Sigmoid attention has none.

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from .._validation import check_matrix
-from .base import AttentionField, _register, measure_bias
+from .base import AttentionField, _like, _masses_arg, _register, measure_bias
 from .reductions import Backend, dense_weights, softmax_average
 
 __all__ = ["SoftmaxAttention", "MultiHeadAttention", "vaswani_beta"]
@@ -104,18 +104,21 @@ class SoftmaxAttention(AttentionField):
         _, k, v = self._qkv(points)
         return q, k, v, self._beta_like(queries)
 
-    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+    def mean_field_velocity(
+        self, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True, **old
+    ) -> Tensor:
         r""":math:`\Gamma_\mu(x) = \int e^{\beta\langle Qx,Ky\rangle} Vy\,d\mu(y) / \int e^{\beta\langle Qx,Ky\rangle} d\mu(y)`
-        for :math:`\mu = \sum_j w_j \delta_{y_j}`; shapes as in
+        for :math:`\mu = \sum_j w_j \delta_{y_j}`; arguments as in
         :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        masses = _masses_arg(masses, old, "mean_field_velocity")
         self._no_positions("the mean-field velocity")
-        points, bias = measure_bias(queries, points, weights)
+        points, bias = measure_bias(queries, points, masses, check=check)
         q, k, v, beta = self._measure_qkv(queries, points)
         return softmax_average(q, k, v, beta=beta, bias=bias, backend=self.backend, chunk_size=self.chunk_size)
 
     def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
         self._no_positions("a Gaussian closure")
-        return "softmax", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta}
+        return "softmax", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta_value}
 
 
 class MultiHeadAttention(AttentionField):
@@ -136,7 +139,7 @@ class MultiHeadAttention(AttentionField):
         Per-head output matrices. ``None`` concatenates the head outputs (head ``h`` fills
         coordinates ``h d_v, ..., (h+1) d_v - 1``), which requires ``H * d_v == d``.
     beta : float or Tensor of shape (H,)
-        Inverse temperature, shared or per head.
+        Inverse temperature, shared or per head (another shape raises ``ValueError`` at construction).
     mask, causal, backend, chunk_size
         As in :class:`SoftmaxAttention`.
 
@@ -189,9 +192,9 @@ class MultiHeadAttention(AttentionField):
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         d = x.shape[-1]
         H = self.n_heads
-        Q = check_matrix(self.Q, "Q", cols=d, ndim=3, like=x)
-        K = check_matrix(self.K, "K", cols=d, ndim=3, like=x)
-        V = check_matrix(self.V, "V", cols=d, ndim=3, like=x)
+        Q = _like(check_matrix(self.Q, "Q", cols=d, ndim=3), "Q", x)
+        K = _like(check_matrix(self.K, "K", cols=d, ndim=3), "K", x)
+        V = _like(check_matrix(self.V, "V", cols=d, ndim=3), "V", x)
         if K.shape[:2] != Q.shape[:2] or V.shape[0] != H:
             raise ValueError(
                 f"Q, K must share (H, k) and V must have H={H} heads; got Q {tuple(Q.shape)}, "
@@ -208,11 +211,9 @@ class MultiHeadAttention(AttentionField):
             if self.W.shape[0] != H:
                 raise ValueError(f"W must have shape (H, d, d_v) = ({H}, {d}, {dv}); got {tuple(self.W.shape)}")
         xh = x.unsqueeze(-3)  # (..., 1, n, d)
-        beta = self.beta
-        if isinstance(beta, Tensor):
-            beta = beta.to(dtype=x.dtype, device=x.device).reshape(-1)
-            if beta.numel() not in (1, H):
-                raise ValueError(f"beta must be a scalar or have shape (H,) = ({H},); got {tuple(beta.shape)}")
+        beta = self._beta_like(x)
+        if isinstance(beta, Tensor):  # a scalar or one per head (checked at construction)
+            beta = beta.reshape(-1)
             q = xh @ Q.mT * beta.expand(H)[:, None, None]  # (..., H, n, k); beta folded into the queries
         else:
             q = xh @ Q.mT * beta
@@ -222,7 +223,7 @@ class MultiHeadAttention(AttentionField):
         # heads: (..., H, n, d_v)
         if self.W is None:
             return heads.movedim(-3, -2).reshape(*heads.shape[:-3], heads.shape[-2], -1)
-        W = self.W.to(x)
+        W = _like(self.W, "W", x)
         return (heads @ W.mT).sum(dim=-3)
 
     def velocity(self, x: Tensor) -> Tensor:
@@ -241,11 +242,14 @@ class MultiHeadAttention(AttentionField):
         mask = self._mask_for(x)
         return dense_weights(q, k, beta=1.0, mask=None if mask is None else mask.unsqueeze(-3), causal=self.causal)
 
-    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
-        """The sum over heads of the heads' mean-field velocities; shapes as in
+    def mean_field_velocity(
+        self, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True, **old
+    ) -> Tensor:
+        """The sum over heads of the heads' mean-field velocities; arguments as in
         :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        masses = _masses_arg(masses, old, "mean_field_velocity")
         self._no_positions("the mean-field velocity")
-        points, bias = measure_bias(queries, points, weights)
+        points, bias = measure_bias(queries, points, masses, check=check)
         qh, _, _, _ = self._heads(queries)
         _, kh, vh, _ = self._heads(points)
         heads = softmax_average(
@@ -261,4 +265,4 @@ class MultiHeadAttention(AttentionField):
 
     def gaussian_closure(self) -> tuple[str, dict[str, Any]]:
         self._no_positions("a Gaussian closure")
-        return "multihead", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta, "W": self.W}
+        return "multihead", {"Q": self.Q, "K": self.K, "V": self.V, "beta": self.beta_value, "W": self.W}

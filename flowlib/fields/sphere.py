@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_tokens
-from .base import AttentionField, measure_bias
+from .base import AttentionField, _masses_arg, measure_bias
 from .reductions import Backend, _full_mask, attention_logits, dense_weights, logsumexp_rows, softmax_average
 
 __all__ = ["SphereAttention", "tangent_projection", "unit_normalize", "layer_norm_projection"]
@@ -44,16 +44,19 @@ def unit_normalize(x: Tensor, eps: float = 0.0) -> Tensor:
     """Retraction onto the unit sphere: ``x_i / ||x_i||`` (``eps`` is added to the norm).
 
     Use as ``simulate(..., retraction=unit_normalize)``: an Euler step followed by this map is
-    exactly the GLPR/post-LN layer ``x <- (x + h v) / ||x + h v||``.
+    exactly the GLPR/post-LN layer ``x <- (x + h v) / ||x + h v||``. A zero token has no direction
+    and stays 0 (never NaN), as with :func:`torch.nn.functional.normalize`.
 
     Examples
     --------
     >>> import torch, flowlib as fl
-    >>> fl.unit_normalize(torch.tensor([[3.0, 4.0], [0.0, 2.0]]))
+    >>> fl.unit_normalize(torch.tensor([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]]))
     tensor([[0.6000, 0.8000],
-            [0.0000, 1.0000]])
+            [0.0000, 1.0000],
+            [0.0000, 0.0000]])
     """
-    return x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps)
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True) + eps
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 def layer_norm_projection(x: Tensor, eps: float = 0.0) -> Tensor:
@@ -106,7 +109,11 @@ class SphereAttention(AttentionField):
     -----
     Calling the field checks that every token has unit norm (1e-6 in float64, 1e-4 otherwise);
     :func:`flowlib.simulate` checks the initial state once and then evaluates without the check,
-    since an ambient Runge-Kutta stage may legitimately leave the sphere by a little.
+    since an ambient Runge-Kutta stage may legitimately leave the sphere by a little; with a
+    ``retraction`` it also checks the state after the first step (a retraction onto another sphere,
+    such as :func:`layer_norm_projection`, raises there). USA's velocity grows like :math:`e^\beta/n`:
+    when that leaves the dtype's range (float32 from about :math:`\beta = 88 + \log n`), a direct
+    call and :func:`flowlib.simulate` raise ``ValueError`` instead of returning inf or NaN.
 
     Raises
     ------
@@ -162,6 +169,34 @@ class SphereAttention(AttentionField):
         kw = dict(mask=self._mask_for(x), causal=self.causal, backend=self.backend, chunk_size=self.chunk_size)
         return tangent_projection(x, self._average(x, q, k, v, x.shape[-2], **kw))
 
+    def _usa_range(self, x: Tensor) -> None:
+        """Raise if USA's factor ``exp(lse_i - log n)`` leaves ``x``'s dtype (its velocity would be inf/NaN)."""
+        if self.normalized:
+            return
+        q, k, _ = self._qkv(x)
+        lse = logsumexp_rows(
+            q, k, beta=self._beta_like(x), mask=self._mask_for(x), causal=self.causal, chunk_size=self.chunk_size
+        )
+        top = float(lse.detach().amax()) - math.log(x.shape[-2]) if lse.numel() else -math.inf
+        if top > math.log(torch.finfo(x.dtype).max):
+            raise ValueError(
+                f"USA velocities (1/n) sum_j exp(beta <Qx_i, Kx_j>) V x_j reach exp({top:.1f}), beyond {x.dtype}'s "
+                "range; use float64 tokens, a smaller beta, or the normalised (SA) field (normalized=True)"
+            )
+
+    def validate(self, x: Tensor) -> None:
+        """As :meth:`VelocityField.validate`, and for USA that the velocity fits in ``x``'s dtype."""
+        super().validate(x)
+        with torch.no_grad():
+            self._usa_range(x)
+
+    def _checked_velocity(self, x: Tensor) -> Tensor:
+        v = self.velocity(x)
+        if not self.normalized and not bool(torch.isfinite(v).all()):
+            with torch.no_grad():
+                self._usa_range(x)
+        return v
+
     def weights(self, x: Tensor) -> Tensor:
         """SA: the softmax weights; USA: :math:`e^{\\beta\\langle Qx_i, Kx_j\\rangle}/n`.
 
@@ -188,13 +223,16 @@ class SphereAttention(AttentionField):
             )
         return torch.exp(logits)
 
-    def mean_field_velocity(self, queries: Tensor, points: Tensor, weights: Tensor | None = None) -> Tensor:
+    def mean_field_velocity(
+        self, queries: Tensor, points: Tensor, masses: Tensor | None = None, *, check: bool = True, **old
+    ) -> Tensor:
         r"""GLPR's mean-field velocity :math:`\mathbf P^\perp_x\big(\int w(x, y) Vy\,d\mu(y)\big)` of
         :math:`\mu \propto \sum_j w_j\delta_{y_j}` at unit-norm ``queries`` (SA: softmax weights;
         USA: :math:`e^{\beta\langle Qx,Ky\rangle}` against the probability measure). Shapes as in
         :meth:`~flowlib.fields.base.VelocityField.mean_field_velocity`."""
+        masses = _masses_arg(masses, old, "mean_field_velocity")
         self._no_positions("the mean-field velocity")
-        points, bias = measure_bias(queries, points, weights)
+        points, bias = measure_bias(queries, points, masses, check=check)
         if bias is not None:
             bias = bias - torch.logsumexp(bias, dim=-1, keepdim=True)  # a probability measure
         q, _, _ = self._qkv(queries)

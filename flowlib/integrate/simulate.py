@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._validation import check_finite, check_positive_int, check_real, check_tokens
+from .._validation import check_finite, check_positive_int, check_real, check_tokens, sphere_tolerance
 from ..fields.base import VelocityField
 from .steppers import RHS, STEPPERS, Stepper
 
@@ -115,8 +115,9 @@ def as_rhs(field: Callable) -> RHS:
 
     Every field is called as ``field(x)``, except one that declares ``time_dependent = True`` (for
     example :class:`TimeDependent`), which is called as ``field(x, t)``. A
-    :class:`~flowlib.fields.base.VelocityField` is evaluated through its unchecked :meth:`velocity`.
-    Nothing is guessed from a signature.
+    :class:`~flowlib.fields.base.VelocityField` is called as ``field(x, check=False)``: through
+    ``__call__``, so forward hooks and pre-hooks run at every stage, without the per-call value checks
+    (the integrators check the initial state once). Nothing is guessed from a signature.
 
     Examples
     --------
@@ -132,7 +133,9 @@ def as_rhs(field: Callable) -> RHS:
     if getattr(field, "time_dependent", False):
         return lambda t, x: field(x, t)
     if isinstance(field, VelocityField):
-        return lambda t, x: field.velocity(x)
+        if type(field).forward is VelocityField.forward:
+            return lambda t, x: field(x, check=False)
+        return lambda t, x: field(x)  # a subclass with its own forward(x)
 
     def rhs(t: float, x: Tensor) -> Tensor:
         try:
@@ -185,6 +188,8 @@ def simulate(
         Save every ``save_every``-th state (the initial and the final state are always saved).
     retraction : callable, optional
         Applied to the state after every step (not every stage), e.g. :func:`flowlib.unit_normalize`.
+        For a field on the sphere, the state after the first retraction is checked to be on the unit
+        sphere (a retraction onto another set, such as :func:`flowlib.layer_norm_projection`, raises).
     callback : callable, optional
         ``callback(k, t_k, x_k)`` after each step ``k = 1..n_steps``.
 
@@ -197,7 +202,14 @@ def simulate(
     ------
     ValueError
         If ``x0`` contains NaN/inf (checked once), ``n_steps < 1``, ``save_every < 1``, ``method`` is
-        unknown, a time is not finite, or the field rejects ``x0`` (e.g. off the sphere).
+        unknown, a time is not finite, the field rejects ``x0`` (e.g. off the sphere), or a
+        retraction leaves the sphere of a sphere field.
+
+    Notes
+    -----
+    The loop over steps makes no host synchronisation (the only checks are on ``x0`` and, with a
+    retraction and a sphere field, on the first step), so ``torch.compile`` can capture it and
+    CUDA kernels are queued without waiting.
     TypeError
         If ``x0`` is not a floating tensor or ``field`` is not callable.
 
@@ -242,6 +254,8 @@ def simulate(
         x = stepper.step(f, _time(k - 1), x, h)
         if retraction is not None:
             x = retraction(x)
+            if k == 1 and getattr(field, "on_sphere", False):
+                _check_retraction(x, retraction)
         if callback is not None:
             callback(k, _time(k), x)
         if s < len(saved) and saved[s] == k:
@@ -249,6 +263,18 @@ def simulate(
             s += 1
     t = torch.tensor([_time(k) for k in saved], dtype=torch.float64)
     return Trajectory(t=t, x=out, method=stepper.name, n_steps=n_steps)
+
+
+def _check_retraction(x: Tensor, retraction: Callable) -> None:
+    tol = sphere_tolerance(x.dtype)
+    dev = float((torch.linalg.vector_norm(x.detach(), dim=-1) - 1).abs().max())
+    if not dev <= tol:
+        name = getattr(retraction, "__name__", type(retraction).__name__)
+        raise ValueError(
+            f"the retraction {name} leaves the unit sphere that this field lives on (| ||x_i|| - 1 | = {dev:.3g} "
+            f"after the first step); use flowlib.unit_normalize (layer_norm_projection maps to the sphere of "
+            "radius sqrt(d) in the hyperplane of zero-mean vectors)"
+        )
 
 
 def residual_stack(
