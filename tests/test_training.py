@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,3 +190,101 @@ def test_training_runs_on_the_gpu():
     assert hist[-10:].mean() < 0.9 * hist[:10].mean()  # measured on the CPU: 0.89 -> 0.71
     _, hist_cpu = run("cpu")
     assert torch.allclose(hist, hist_cpu, rtol=1e-8)  # same batches on both devices: same run up to round-off
+
+
+# ----- the ensemble study of chapter 10 -----
+
+
+def test_ensemble_members_are_the_single_networks():
+    W = torch.stack([tr.init_stack(k, 5, 3, seed=2) for k in tr.INIT_KINDS])
+    x, _ = tr.regression_task(6, 8, 2, generator=torch.Generator().manual_seed(4))
+    out = tr.EnsembleNet(W, t1=1.5, beta=0.8)(x.expand(3, -1, -1, -1))
+    for i in range(3):
+        assert torch.allclose(out[i], tr.ResidualAttentionNet(W[i], t1=1.5, beta=0.8)(x), atol=1e-13)
+    assert tr.init_stack("iid", 5, 3, seed=2).shape == (5, 3, 3, 3)
+    assert not torch.equal(tr.init_stack("smooth+noise", 5, 3, seed=2), tr.init_stack("smooth", 5, 3, seed=2))
+    with pytest.raises(ValueError, match="kind"):
+        tr.init_stack("gaussian", 5, 3, seed=0)
+
+
+def test_ensemble_training_trains_each_member_on_its_own():
+    """A member trained inside an ensemble ends bitwise where it ends when trained alone on the same prompts."""
+    W = torch.stack([tr.init_stack(k, 3, 3, seed=s) for k in ("smooth", "iid") for s in (0, 1)])
+    both = tr.EnsembleNet(W)
+    hist = tr.train_ensemble(both, steps=40, data_seeds=[10, 11], lr=0.1, clip=1.0)
+    alone = tr.EnsembleNet(W[3:4])  # iid, seed 1: data seed 11
+    hist1 = tr.train_ensemble(alone, steps=40, data_seeds=[11], lr=0.1, clip=1.0)
+    assert torch.equal(both.weights()[3], alone.weights()[0]) and torch.equal(hist[:, 3], hist1[:, 0])
+    assert (hist[-10:].mean(0) < 0.9 * hist[:10].mean(0)).all()  # measured: every member 17-44% lower
+
+
+def test_clipping_bounds_the_depth_function_step():
+    W = tr.init_stack("iid", 4, 3, seed=0)[None]
+    net = tr.EnsembleNet(W)
+    tr.train_ensemble(net, steps=1, data_seeds=[3], lr=0.5, clip=0.01)
+    step = (net.weights() - W).pow(2).sum().mul(net.h).sqrt()  # L2(0, T) norm of the update
+    assert step.item() == pytest.approx(0.5 * 0.01, rel=1e-10)  # the raw gradient is larger than 0.01
+
+
+def test_divergence_is_an_error_not_a_nan():
+    net = tr.EnsembleNet(tr.init_stack("iid", 2, 3, seed=0, scale=3.0)[None])
+    with pytest.raises(ValueError, match="diverged"):
+        tr.train_ensemble(net, steps=200, data_seeds=[0], lr=1e6)
+    with pytest.raises(ValueError, match="multiple"):
+        tr.train_ensemble(tr.EnsembleNet(torch.zeros(3, 2, 3, 3, 3, dtype=F64)), steps=1, data_seeds=[0, 1])
+
+
+def test_depth_statistics_of_a_step_and_of_independent_layers():
+    L = 16
+    W = torch.zeros(L, 3, 2, 2, dtype=F64)
+    W[L // 2 :, 2, 0, 0] = 3.0  # one step of height 3 in the middle
+    s = tr.depth_statistics(W)
+    assert s["max_jump"].item() == 3.0 and s["tv"].item() == 3.0
+    assert s["tv_second"].item() == 6.0 and s["sum_sq_jump"].item() == 9.0  # +J and -J in the second differences
+    assert s["rms_jump"].item() == pytest.approx(3.0 / (L - 1) ** 0.5)
+    assert s["rms_jump_V"].item() == pytest.approx(3.0 / (L - 1) ** 0.5) and s["rms_jump_Q"].item() == 0.0
+    tv = [
+        tr.depth_statistics(tr.iid_weights(n, 3, generator=torch.Generator().manual_seed(0)))["tv"]
+        for n in (8, 16, 32, 64)
+    ]
+    assert tr.fit_slope([8, 16, 32, 64], tv) == pytest.approx(1.0, abs=0.1)  # independent layers: TV ~ L
+    sm = [
+        tr.depth_statistics(tr.smooth_weights(n, 3, generator=torch.Generator().manual_seed(0)))
+        for n in (8, 16, 32, 64)
+    ]
+    assert tr.fit_slope([8, 16, 32, 64], [d["rms_second"] for d in sm]) == pytest.approx(-2.0, abs=0.1)
+    assert max(d["tv"] for d in sm) < 1.2 * min(d["tv"] for d in sm)  # bounded variation
+    with pytest.raises(ValueError):
+        tr.depth_statistics(W[:1])
+
+
+def test_coarsen_undoes_refine_on_affine_depth_functions():
+    t = (torch.arange(6, dtype=F64) + 0.5) / 6
+    w = 2.0 * t - 1.0
+    assert torch.allclose(tr.coarsen(tr.refine(w))[1:-1], w[1:-1], atol=1e-15)
+    W = torch.randn(2, 8, 3, 2, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert torch.allclose(tr.coarsen(W), 0.5 * (W[:, 0::2] + W[:, 1::2]))
+    with pytest.raises(ValueError, match="even"):
+        tr.coarsen(torch.zeros(3))
+
+
+def test_mean_ci_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    x = [0.3, -0.1, 0.8, 0.25, 0.4, 0.1, 0.55]
+    m, lo, hi = tr.mean_ci(x)
+    ref = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert lo == pytest.approx(ref[0], abs=1e-3) and hi == pytest.approx(ref[1], abs=1e-3)
+    with pytest.raises(ValueError):
+        tr.mean_ci([1.0])
+
+
+def test_regression_baselines_numbers():
+    x, y = tr.regression_task(2048, 8, 2, generator=torch.Generator().manual_seed(0))
+    xf, yf = tr.regression_task(2048, 8, 2, generator=torch.Generator().manual_seed(1))
+    errors = {}
+    b = tr.regression_baselines(x, y, fit_tokens=xf, fit_target=yf, errors=errors)
+    assert b["least_squares"] < 1e-20
+    assert 0.2 < b["gd_one_step"] < 0.35 and 0.2 < b["kernel_smoother"] < 0.4  # measured 0.27 and 0.31
+    assert b["gd_one_step"] < b["kernel_smoother"] < b["softmax_smoother"] < 0.8 * b["zero"]
+    assert 0.5 < b["gd_eta"] < 1.0  # measured 0.74: less than the 1 of an exact Newton step
+    assert errors["zero"].shape == (2048,) and errors["zero"].mean().item() == pytest.approx(b["zero"])

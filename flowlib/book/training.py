@@ -663,3 +663,443 @@ def fit_slope(x: object, y: object) -> float:
     lx, ly = xs.log(), ys.log()
     lx = lx - lx.mean()
     return float((lx * (ly - ly.mean())).sum() / (lx * lx).sum())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Many seeds at once: an ensemble of independent networks trained in one batched computation (chapter 10's study)
+# --------------------------------------------------------------------------------------------------------------
+
+INIT_KINDS = ("smooth", "iid", "smooth+noise")
+
+
+def init_stack(
+    kind: str,
+    n_layers: int,
+    dim: int,
+    *,
+    seed: int,
+    scale: float = 0.3,
+    noise: float = 0.05,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    r"""Initial weights ``(L, 3, d, d)`` of one of chapter 10's three families, reproducible from ``seed``.
+
+    ``"smooth"``: :func:`smooth_weights` (one random depth function, the same at every ``L`` for one seed);
+    ``"iid"``: :func:`iid_weights` (independent layers); ``"smooth+noise"``: the smooth weights plus
+    ``noise`` times independent standard Gaussian entries per layer (a rough perturbation of a smooth function).
+    Each family draws from its own generator stream, so the families of one seed are independent of each other
+    except that ``"smooth+noise"`` contains the ``"smooth"`` weights of the same seed.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of ``INIT_KINDS``.
+
+    Examples
+    --------
+    >>> from flowlib.book import training
+    >>> W = training.init_stack("smooth+noise", 8, 3, seed=0, noise=0.0)
+    >>> bool((W == training.init_stack("smooth", 8, 3, seed=0)).all())
+    True
+    >>> training.init_stack("iid", 4, 3, seed=0).shape
+    torch.Size([4, 3, 3, 3])
+    """
+    if kind not in INIT_KINDS:
+        raise ValueError(f"kind must be one of {INIT_KINDS}; got {kind!r}")
+    noise = check_real(noise, "noise", nonnegative=True)
+    seed = int(seed)
+    if kind == "iid":
+        return iid_weights(
+            n_layers, dim, scale=scale, generator=torch.Generator().manual_seed(10_000 + seed), dtype=dtype
+        )
+    W = smooth_weights(n_layers, dim, scale=scale, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    if kind == "smooth+noise":
+        g = torch.Generator().manual_seed(20_000 + seed)
+        W = W + noise * torch.randn(W.shape, generator=g, dtype=dtype)
+    return W
+
+
+class EnsembleNet(nn.Module):
+    r"""``E`` independent residual attention networks of depth ``L``, evaluated as one batched computation.
+
+    Member ``e`` is the :class:`ResidualAttentionNet` with weights ``weights[e]``; the tokens have a leading
+    member axis, shape ``(E, batch, n, d)``. The weights are one :class:`torch.nn.Parameter` of shape
+    ``(E, L, 3, d, d)``; the loss of the ensemble is the sum of the members' losses, so the gradient of member
+    ``e`` is that of its own loss and gradient descent trains the members independently.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> W = torch.stack([training.init_stack(k, 4, 3, seed=1) for k in training.INIT_KINDS])
+    >>> ens = training.EnsembleNet(W)
+    >>> x, _ = training.regression_task(5, 8, 2, generator=torch.Generator().manual_seed(0))
+    >>> out = ens(x.expand(3, -1, -1, -1))
+    >>> single = training.ResidualAttentionNet(W[1])(x)  # member 1 is the i.i.d. network
+    >>> torch.allclose(out[1], single, atol=1e-13)
+    True
+    """
+
+    def __init__(self, weights: Tensor, *, t1: float = 1.0, beta: float = 1.0) -> None:
+        super().__init__()
+        if not isinstance(weights, Tensor) or weights.ndim != 5 or weights.shape[2] != 3:
+            raise ValueError("weights must be a tensor of shape (E, L, 3, d, d)")
+        _check_stack(weights[0])
+        self.t1 = check_real(t1, "t1", positive=True)
+        self.beta = check_real(beta, "beta")
+        self.n_members, self.n_layers = weights.shape[0], weights.shape[1]
+        self.h = self.t1 / self.n_layers
+        self.W = nn.Parameter(weights.detach().clone())
+
+    def weights(self) -> Tensor:
+        """The detached weights, shape ``(E, L, 3, d, d)``."""
+        return self.W.detach()
+
+    def step(self, x: Tensor, layer: int) -> Tensor:
+        """The velocity of layer ``layer`` for tokens ``(E, ..., n, d)``."""
+        Q, K, V = (self.W[:, layer, i] for i in range(3))
+        shape = (self.n_members,) + (1,) * (x.ndim - 3) + Q.shape[-2:]
+        Q, K, V = Q.reshape(shape), K.reshape(shape), V.reshape(shape)
+        P = torch.softmax(self.beta * (x @ Q.mT) @ (x @ K.mT).mT, dim=-1)
+        return P @ (x @ V.mT)
+
+    def trajectory(self, x: Tensor) -> Tensor:
+        """Hidden states ``[x^0, ..., x^L]``, shape ``(L + 1, E, ..., n, d)``."""
+        states = [x]
+        for layer in range(self.n_layers):
+            x = x + self.h * self.step(x, layer)
+            states.append(x)
+        return torch.stack(states)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Output tokens ``x^L``, shape ``(E, ..., n, d)``."""
+        if x.ndim < 3 or x.shape[0] != self.n_members:
+            raise ValueError(f"tokens must have shape ({self.n_members}, ..., n, d); got {tuple(x.shape)}")
+        for layer in range(self.n_layers):
+            x = x + self.h * self.step(x, layer)
+        return x
+
+
+def ensemble_losses(net: EnsembleNet, tokens: Tensor, target: Tensor) -> Tensor:
+    r"""Per-member mean squared error of the query prediction, shape ``(E,)``.
+
+    ``tokens`` has shape ``(E, batch, n, d)`` or ``(batch, n, d)`` (the same prompts for every member);
+    ``target`` has shape ``(E, batch)`` or ``(batch,)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> W = torch.zeros(2, 3, 3, 3, 3, dtype=torch.float64)  # V = 0: the networks predict 0
+    >>> x, y = training.regression_task(6, 4, 2, generator=torch.Generator().manual_seed(0))
+    >>> torch.allclose(training.ensemble_losses(training.EnsembleNet(W), x, y), y.pow(2).mean().expand(2))
+    True
+    """
+    if tokens.ndim == 3:
+        tokens = tokens.expand(net.n_members, *tokens.shape)
+    out = net(tokens)[..., -1, -1]
+    return (out - target).pow(2).mean(dim=-1)
+
+
+def train_ensemble(
+    net: EnsembleNet,
+    *,
+    steps: int,
+    data_seeds: list[int],
+    batch: int = 64,
+    n_context: int = 8,
+    lr: float = 0.1,
+    clip: float | None = None,
+    checkpoints: tuple[int, ...] = (),
+    on_checkpoint: Callable[[int, EnsembleNet], None] | None = None,
+    num_threads: int | None = 1,
+) -> Tensor:
+    r"""Gradient descent on the depth function for every member, each on its own stream of fresh prompts.
+
+    Member ``e`` draws its batches from ``torch.Generator().manual_seed(data_seeds[e % len(data_seeds)])``:
+    members ``e`` and ``e + S`` (``S = len(data_seeds)``) see the same prompts, so that the families of one
+    seed are compared on equal data. Each step moves member ``e``'s layer ``l`` by ``lr / h`` times its own
+    gradient (as :func:`train` with ``optimizer="sgd"``). With ``clip``, a member whose depth-function
+    gradient has :math:`L^2(0, T)` norm :math:`G = (\sum_\ell\|\partial_{\theta_\ell}\mathcal L\|^2/h)^{1/2}` above
+    ``clip`` has it scaled by ``clip / G`` (one scalar per member and step, so the update keeps its shape in
+    depth). ``on_checkpoint(step, net)`` is called before the
+    first step if ``0`` is in ``checkpoints`` and after each step ``s`` in ``checkpoints``. The run is
+    deterministic: equal inputs give bitwise equal weights on one machine and thread count.
+
+    Returns
+    -------
+    Tensor, shape (steps, E)
+        The training loss of every member at every step.
+
+    Raises
+    ------
+    ValueError
+        If ``E`` is not a multiple of ``len(data_seeds)``, or a loss becomes non-finite (training diverged).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> W = torch.stack([training.init_stack(k, 4, 3, seed=s) for k in ("smooth", "iid") for s in (1, 2)])
+    >>> net = training.EnsembleNet(W)
+    >>> hist = training.train_ensemble(net, steps=30, data_seeds=[11, 12], lr=0.1)
+    >>> hist.shape
+    torch.Size([30, 4])
+    >>> bool((hist[-10:].mean(0) < hist[:10].mean(0)).all())  # every member learns
+    True
+    """
+    steps = check_positive_int(steps, "steps")
+    lr = check_real(lr, "lr", positive=True)
+    S = len(data_seeds)
+    if S < 1 or net.n_members % S:
+        raise ValueError(f"the {net.n_members} members must be a multiple of len(data_seeds) = {S}")
+    gens = [torch.Generator().manual_seed(int(s)) for s in data_seeds]
+    opt = torch.optim.SGD(net.parameters(), lr=lr / net.h)
+    reps = net.n_members // S
+    history = torch.empty(steps, net.n_members, dtype=torch.float64)
+    saved = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(check_positive_int(num_threads, "num_threads"))
+    try:
+        if 0 in checkpoints and on_checkpoint is not None:
+            on_checkpoint(0, net)
+        for step in range(1, steps + 1):
+            xs, ys = zip(*(regression_task(batch, n_context, net.W.shape[-1] - 1, generator=g) for g in gens))
+            x = torch.stack(xs).repeat(reps, 1, 1, 1).to(net.W)
+            y = torch.stack(ys).repeat(reps, 1).to(net.W)
+            opt.zero_grad(set_to_none=True)
+            losses = ensemble_losses(net, x, y)
+            if not bool(torch.isfinite(losses).all()):
+                bad = torch.nonzero(~torch.isfinite(losses)).flatten().tolist()
+                raise ValueError(f"training diverged at step {step} for members {bad}: lower lr or set clip")
+            losses.sum().backward()
+            if clip is not None:
+                G = net.W.grad.pow(2).sum(dim=(1, 2, 3, 4)).div(net.h).sqrt()
+                net.W.grad.mul_((clip / G.clamp_min(1e-300)).clamp(max=1.0).reshape(-1, 1, 1, 1, 1))
+            opt.step()
+            history[step - 1] = losses.detach().cpu()
+            if step in checkpoints and on_checkpoint is not None:
+                on_checkpoint(step, net)
+    finally:
+        torch.set_num_threads(saved)
+    return history
+
+
+def depth_statistics(weights: Tensor) -> dict[str, Tensor]:
+    r"""Robust regularity statistics in depth of weights ``(..., L, 3, d, d)``; each value has shape ``(...)``.
+
+    With :math:`\delta_\ell = \theta_{\ell+1} - \theta_\ell` (Frobenius norm over Q, K, V together):
+
+    - ``"max_jump"``: :math:`\max_\ell\|\delta_\ell\|` (the chapter's first, fragile statistic);
+    - ``"rms_jump"``: :math:`(\frac1{L-1}\sum_\ell\|\delta_\ell\|^2)^{1/2}`;
+    - ``"tv"``: the total variation :math:`\sum_\ell\|\delta_\ell\|` (bounded in ``L`` for a depth function of
+      bounded variation, a step included; of order ``L`` for independent layers);
+    - ``"rms_second"``: :math:`(\frac1{L-2}\sum_\ell\|\theta_{\ell+1} - 2\theta_\ell + \theta_{\ell-1}\|^2)^{1/2}`
+      (NaN when ``L < 3``);
+    - ``"tv_second"``: :math:`V_2 = \|\delta_0\| + \sum_{\ell=1}^{L-2}\|\delta_\ell - \delta_{\ell-1}\| + \|\delta_{L-2}\|`,
+      the variation of the jumps with the two boundary jumps (the quantity of chapter 10's refinement bound;
+      :math:`O(1)` for a piecewise :math:`C^2` depth function with finitely many jumps, :math:`O(L)` for
+      independent layers);
+    - ``"sum_sq_jump"``: :math:`\sum_\ell\|\delta_\ell\|^2`;
+    - ``"rms_jump_Q"``, ``"rms_jump_K"``, ``"rms_jump_V"``: the RMS jump of each matrix alone.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> W = torch.zeros(5, 3, 1, 1, dtype=torch.float64)
+    >>> W[:, 2, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])  # V grows linearly: jumps 1, no curvature
+    >>> s = training.depth_statistics(W)
+    >>> s["tv"].item(), s["rms_jump"].item(), s["rms_second"].item(), s["rms_jump_Q"].item()
+    (4.0, 1.0, 0.0, 0.0)
+    >>> s["tv_second"].item(), s["sum_sq_jump"].item()  # only the two boundary jumps count in V_2
+    (2.0, 4.0)
+    """
+    if not isinstance(weights, Tensor) or weights.ndim < 4 or weights.shape[-3] != 3 or weights.shape[-4] < 2:
+        raise ValueError("weights must have shape (..., L, 3, d, d) with L >= 2")
+    d1 = weights[..., 1:, :, :, :] - weights[..., :-1, :, :, :]
+    per = d1.pow(2).sum(dim=(-2, -1))  # (..., L-1, 3)
+    jump = per.sum(-1).sqrt()
+    out = {
+        "max_jump": jump.amax(-1),
+        "rms_jump": jump.pow(2).mean(-1).sqrt(),
+        "tv": jump.sum(-1),
+        "sum_sq_jump": jump.pow(2).sum(-1),
+    }
+    bound = jump[..., 0] + jump[..., -1]
+    if weights.shape[-4] >= 3:
+        d2 = d1[..., 1:, :, :, :] - d1[..., :-1, :, :, :]
+        second = d2.pow(2).sum(dim=(-3, -2, -1))
+        out["rms_second"] = second.mean(-1).sqrt()
+        out["tv_second"] = bound + second.sqrt().sum(-1)
+    else:
+        out["rms_second"] = torch.full(jump.shape[:-1], float("nan"), dtype=weights.dtype)
+        out["tv_second"] = bound
+    for i, name in enumerate("QKV"):
+        out[f"rms_jump_{name}"] = per[..., i].mean(-1).sqrt()
+    return out
+
+
+def coarsen(weights: Tensor) -> Tensor:
+    r"""Average consecutive pairs of layers: ``2L`` weights to ``L`` (depth ``(k + 1/2)T/L`` of the coarse layer).
+
+    The inverse direction of :func:`refine`: for weights sampled from a :math:`C^2` depth function at the
+    midpoints of ``2L`` steps, the pair average differs from the sample at the coarse midpoint by
+    :math:`O(L^{-2})`. Acts on axis ``-4`` of ``(..., 2L, 3, d, d)`` (or axis 0 of a 1-d tensor).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> training.coarsen(torch.tensor([0.0, 1.0, 3.0, 5.0]))
+    tensor([0.5000, 4.0000])
+    """
+    if not isinstance(weights, Tensor):
+        raise TypeError("weights must be a tensor")
+    axis = 0 if weights.ndim == 1 else weights.ndim - 4
+    n = weights.shape[axis]
+    if n % 2:
+        raise ValueError(f"need an even number of layers; got {n}")
+    even = weights.narrow(axis, 0, n).unfold(axis, 2, 2)
+    return even.mean(-1)
+
+
+def mean_ci(values: object, level: float = 0.95) -> tuple[float, float, float]:
+    r"""Mean and two-sided Student-t confidence interval ``(mean, low, high)`` of a sample of seeds.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two finite values are given.
+
+    Examples
+    --------
+    >>> from flowlib.book import training
+    >>> m, lo, hi = training.mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    >>> m, round(lo, 3), round(hi, 3)  # t_{0.975, 4} = 2.776, s = 1.581
+    (3.0, 1.037, 4.963)
+    """
+    from statistics import NormalDist
+
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() < 2 or not bool(torch.isfinite(v).all()):
+        raise ValueError("need at least two finite values")
+    n = v.numel()
+    m, s = v.mean().item(), v.std().item()
+    q = _t_quantile(0.5 + level / 2, n - 1) if level == 0.95 else NormalDist().inv_cdf(0.5 + level / 2)
+    half = q * s / math.sqrt(n)
+    return m, m - half, m + half
+
+
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
+
+
+def _t_quantile(p: float, df: int) -> float:
+    if abs(p - 0.975) > 1e-12:
+        raise ValueError("only the 97.5% quantile is tabulated")
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df  # error < 2e-3 beyond df = 30
+
+
+def regression_baselines(
+    tokens: Tensor,
+    target: Tensor,
+    *,
+    fit_tokens: Tensor,
+    fit_target: Tensor,
+    bandwidths: tuple[float, ...] = (0.2, 0.3, 0.5, 0.7, 1.0, 1.5),
+    betas: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    errors: dict | None = None,
+) -> dict[str, float]:
+    r"""Test losses of reference predictors of the query label, on the prompts of :func:`regression_task`.
+
+    - ``"zero"``: predict 0 (loss :math:`\overline{y_q^2}`);
+    - ``"least_squares"``: the minimum-norm least-squares fit of the context, :math:`\hat w = X^+y` (the
+      optimum of the noise-free task: loss 0 up to round-off when ``n_context >= dim_x``);
+    - ``"gd_one_step"``: one gradient-descent step from :math:`w = 0` on the in-context squared loss,
+      :math:`\hat y = \eta\,\frac1{n_c}\sum_i y_i\langle x_i, x_q\rangle`, the predictor one linear-attention layer
+      implements {cite}`vonoswald2023transformers`, with :math:`\eta` fitted by least squares on the fit prompts;
+    - ``"kernel_smoother"``: Nadaraya--Watson, weights :math:`\propto e^{-|x_i - x_q|^2/2b^2}`, the bandwidth
+      ``b`` chosen among ``bandwidths`` on the fit prompts;
+    - ``"softmax_smoother"``: weights :math:`\propto e^{\beta\langle x_i, x_q\rangle}` (one softmax attention
+      head reading the labels), ``beta`` chosen among ``betas`` on the fit prompts.
+
+    Every tuned constant is fitted on ``fit_tokens``/``fit_target`` (other prompts), never on the test prompts.
+    The dictionary also has ``"gd_eta"``, ``"bandwidth"`` and ``"beta"``. If ``errors`` is a dict, it receives
+    the squared error of every test prompt for each predictor (tensors of shape ``(batch,)``, for a bootstrap).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowlib.book import training
+    >>> x, y = training.regression_task(512, 8, 2, generator=torch.Generator().manual_seed(0))
+    >>> xf, yf = training.regression_task(512, 8, 2, generator=torch.Generator().manual_seed(1))
+    >>> b = training.regression_baselines(x, y, fit_tokens=xf, fit_target=yf)
+    >>> b["least_squares"] < 1e-20 < b["gd_one_step"] < b["zero"]
+    True
+    """
+
+    def split(tok):
+        tok = check_tokens(tok)
+        return tok[..., :-1, :-1], tok[..., :-1, -1], tok[..., -1, :-1]
+
+    X, Y, xq = split(tokens)
+    Xf, Yf, xqf = split(fit_tokens)
+    err = {"zero": target.pow(2)}
+    w = torch.linalg.pinv(X) @ Y[..., None]
+    err["least_squares"] = ((xq[..., None, :] @ w)[..., 0, 0] - target).pow(2)
+
+    def gd(Xa, Ya, q):
+        return (Ya * (Xa @ q[..., None])[..., 0]).mean(-1)
+
+    pf = gd(Xf, Yf, xqf)
+    eta = float((pf * fit_target).sum() / (pf * pf).sum())
+    err["gd_one_step"] = (eta * gd(X, Y, xq) - target).pow(2)
+
+    def nw(Xa, Ya, q, b):
+        return (torch.softmax(-(Xa - q[..., None, :]).pow(2).sum(-1) / (2 * b * b), dim=-1) * Ya).sum(-1)
+
+    b = min(bandwidths, key=lambda b: (nw(Xf, Yf, xqf, b) - fit_target).pow(2).mean().item())
+    err["kernel_smoother"] = (nw(X, Y, xq, b) - target).pow(2)
+
+    def sm(Xa, Ya, q, beta):
+        return (torch.softmax(beta * (Xa @ q[..., None])[..., 0], dim=-1) * Ya).sum(-1)
+
+    beta = min(betas, key=lambda c: (sm(Xf, Yf, xqf, c) - fit_target).pow(2).mean().item())
+    err["softmax_smoother"] = (sm(X, Y, xq, beta) - target).pow(2)
+    if errors is not None:
+        errors.update(err)
+    out: dict[str, float] = {k: v.mean().item() for k, v in err.items()}
+    out["gd_eta"], out["bandwidth"] = eta, float(b)
+    out["beta"] = float(beta)
+    return out
