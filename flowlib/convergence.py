@@ -13,7 +13,7 @@ from torch import Tensor
 from .integrate.simulate import Trajectory, simulate
 from .integrate.steppers import Stepper
 
-__all__ = ["global_error", "fit_order", "ConvergenceStudy", "convergence_study"]
+__all__ = ["global_error", "fit_slope", "fit_order", "ConvergenceStudy", "convergence_study"]
 
 
 def global_error(traj: Trajectory, reference: Trajectory, *, atol_time: float = 1e-9) -> Tensor:
@@ -54,6 +54,45 @@ def global_error(traj: Trajectory, reference: Trajectory, *, atol_time: float = 
     return torch.linalg.vector_norm(diff, dim=-1).amax(dim=-1).amax(dim=0)
 
 
+def fit_slope(
+    x: Sequence[float] | Tensor | np.ndarray,
+    y: Sequence[float] | Tensor | np.ndarray,
+    *,
+    log_x: bool = True,
+    log_y: bool = True,
+) -> float:
+    """Least-squares slope of ``y`` against ``x``, in log-log coordinates by default (a power law's exponent).
+
+    flowlib's one slope fit: :func:`fit_order` is ``-fit_slope`` on errors above a floor; a semi-log
+    fit (``log_x=False``) gives an exponential rate.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, fewer than two points are given, or a logarithm meets a value <= 0.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> round(fl.convergence.fit_slope([1, 10, 100], [3.0, 0.3, 0.03]), 6)  # y ~ x^-1
+    -1.0
+    >>> round(fl.convergence.fit_slope([0.0, 1.0, 2.0], [1.0, 0.5, 0.25], log_x=False), 6)  # y ~ 2^-t: log(1/2)
+    -0.693147
+    """
+    xs = np.asarray([float(v) for v in x], dtype=float)
+    ys = np.asarray([float(v) for v in y], dtype=float)
+    if xs.shape != ys.shape or xs.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of the same length; got {xs.shape} and {ys.shape}")
+    if xs.size < 2:
+        raise ValueError(f"need at least two points to fit a slope; got {xs.size}")
+    for flag, v, name in ((log_x, xs, "x"), (log_y, ys, "y")):
+        if flag and not bool((v > 0).all()):
+            raise ValueError(f"{name} must be > 0 on a logarithmic axis; got {v.tolist()}")
+    u = np.log(xs) if log_x else xs
+    w = np.log(ys) if log_y else ys
+    return float(np.polyfit(u, w, 1)[0])
+
+
 def fit_order(n_steps: Sequence[int], errors: Sequence[float], *, floor: float = 1e-13) -> float:
     """Empirical order: minus the least-squares slope of ``log(error)`` against ``log(n_steps)``.
 
@@ -79,8 +118,7 @@ def fit_order(n_steps: Sequence[int], errors: Sequence[float], *, floor: float =
     keep = e > floor
     if keep.sum() < 2:
         raise ValueError(f"need at least two errors above floor={floor:g}; got {e.tolist()}")
-    slope = np.polyfit(np.log(n[keep]), np.log(e[keep]), 1)[0]
-    return float(-slope)
+    return -fit_slope(n[keep], e[keep])
 
 
 @dataclass(frozen=True)

@@ -250,8 +250,12 @@ def _beta_scalar(beta, like: Tensor) -> float | Tensor:
     return check_real(beta, "beta")
 
 
-def score_matrix(Q: Tensor | None, K: Tensor | None, *, beta: float = 1.0, d: int | None = None) -> Tensor:
+def score_matrix(Q: Tensor | None, K: Tensor | None, *, beta: float | Tensor = 1.0, d: int | None = None) -> Tensor:
     r"""The matrix :math:`A = \beta K^\top Q` with :math:`\beta\langle Qx, Ky\rangle = \langle Ax, y\rangle`.
+
+    flowlib's one implementation of this product (the Gaussian closures use it). ``None`` is the
+    identity; with both ``None`` the result is ``beta * I`` in float64 on the CPU (``d`` required).
+    A tensor ``beta`` keeps its gradient.
 
     Examples
     --------
@@ -398,8 +402,13 @@ def _prepare(kind: str, Q, K, V, beta, W, d: int, like: Tensor) -> dict[str, Ten
     if kind == "softmax":
         return {"V": Vm, "A": score_matrix(Qm, Km, beta=beta)}
     if kind == "l2":
-        return {"V": Vm, "eye": eye, "G": 2 * beta * Km.mT @ Km, "KQ": 2 * beta * Km.mT @ Qm}
-    return {"V": Vm, "eye": eye, "B": beta * Qm.mT @ Km}  # sinkhorn
+        return {
+            "V": Vm,
+            "eye": eye,
+            "G": score_matrix(Km, Km, beta=2 * beta),
+            "KQ": score_matrix(Qm, Km, beta=2 * beta),
+        }
+    return {"V": Vm, "eye": eye, "B": score_matrix(Qm, Km, beta=beta).mT}  # sinkhorn: B = beta Q^T K = A^T
 
 
 def _affine(kind: str, m: dict[str, Tensor], mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.func import jacrev, jvp, vjp, vmap
 
-from ._validation import check_positive_int, check_real, check_tokens
+from ._validation import check_positive_int, check_real, check_tokens, renamed_kwargs
 from .integrate.simulate import as_rhs, simulate
 
 __all__ = [
@@ -241,11 +241,12 @@ def perturbation_growth(
     return a.t, diff / diff[0]
 
 
-def euler_step_factor(m: float, lip: float, h: float) -> float:
+@renamed_kwargs(lip="lipschitz")
+def euler_step_factor(m: float, lipschitz: float, h: float) -> float:
     r"""Bound :math:`\sqrt{1 - 2mh + \mathrm{Lip}^2 h^2}` on the factor by which one Euler step of size ``h``
     multiplies the distance between two states, for a field with one-sided Lipschitz constant ``-m``
-    and Lipschitz constant ``lip``. For a linear field ``F(x) = Mx`` it is attained when
-    ``M + M^T = -2m I`` and ``M^T M = lip^2 I`` (e.g. ``M = [[-1, 2], [-2, -1]]``); for other fields,
+    and Lipschitz constant ``lipschitz`` (``lip=`` is its deprecated name). For a linear field ``F(x) = Mx``
+    it is attained when ``M + M^T = -2m I`` and ``M^T M = lipschitz^2 I`` (e.g. ``M = [[-1, 2], [-2, -1]]``); for other fields,
     even normal ones such as ``diag(-1, -10)``, it can be far from the true factor ``||I + hM||_2``.
 
     Examples
@@ -255,12 +256,13 @@ def euler_step_factor(m: float, lip: float, h: float) -> float:
     0.5
     """
     m = check_real(m, "m")
-    lip = check_real(lip, "lip", nonnegative=True)
+    lip = check_real(lipschitz, "lipschitz", nonnegative=True)
     h = check_real(h, "h", nonnegative=True)
     return math.sqrt(max(0.0, 1.0 - 2.0 * m * h + lip * lip * h * h))
 
 
-def contraction_step_limit(m: float, lip: float) -> float:
+@renamed_kwargs(lip="lipschitz")
+def contraction_step_limit(m: float, lipschitz: float) -> float:
     r"""Largest step :math:`2m/\mathrm{Lip}^2` for which the Euler bound :func:`euler_step_factor` is below 1.
 
     Examples
@@ -272,5 +274,5 @@ def contraction_step_limit(m: float, lip: float) -> float:
     1.0
     """
     m = check_real(m, "m", positive=True)
-    lip = check_real(lip, "lip", positive=True)
+    lip = check_real(lipschitz, "lipschitz", positive=True)
     return 2.0 * m / (lip * lip)

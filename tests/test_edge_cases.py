@@ -31,7 +31,7 @@ def test_gaussian_tokens_sample_rank_deficient_covariances(gen):
 
 def test_generators_on_another_device_draw_there_and_move():
     g = torch.Generator().manual_seed(5)
-    x = fl.uniform_sphere(4, 3, generator=g, device="meta")  # a CPU generator, another device
+    x = fl.uniform_sphere(4, 3, generator=g, device="meta", dtype=F64)  # a CPU generator, another device
     assert x.device.type == "meta" and x.dtype == F64
     a = fl.gaussian_matrix(3, 2, generator=torch.Generator().manual_seed(5))
     b = fl.gaussian_matrix(3, 2, generator=torch.Generator().manual_seed(5), device="cpu", dtype=torch.float32)

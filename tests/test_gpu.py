@@ -56,7 +56,7 @@ def test_tf32_is_off():
 @pytest.mark.parametrize(("name", "backend"), CASES)
 def test_every_field_and_backend_matches_the_cpu_with_gradients(name, backend):
     """float32 on the device against float64 dense on the CPU: values and gradients in x and parameters."""
-    x = fl.uniform_sphere(300, 3, generator=torch.Generator().manual_seed(1))
+    x = fl.uniform_sphere(300, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
     ref_field = _fields(3)[name].replace(backend="dense")
     xr = x.clone().requires_grad_(True)
     ref = ref_field(xr)
@@ -132,7 +132,7 @@ def test_chunk_blocks_are_wide_on_cuda():
 
 
 def test_simulate_and_training_on_the_device():
-    x0 = fl.uniform_sphere(64, 3, generator=torch.Generator().manual_seed(3))
+    x0 = fl.uniform_sphere(64, 3, generator=torch.Generator().manual_seed(3), dtype=F64)
     field = _fields(3)["softmax"]
     ref = fl.simulate(field, x0, t1=1.0, n_steps=20, method="rk4").final
     dev_field = _fields(3)["softmax"].to(DEVICE, torch.float32)
@@ -170,7 +170,7 @@ def test_pde_solver_on_the_device():
 def test_measures_on_the_device():
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(3000, 3, generator=g, dtype=F64), torch.randn(3000, 3, generator=g, dtype=F64) + 0.5
-    P = fl.measures.random_directions(3, 64, generator=g)
+    P = fl.measures.random_directions(3, 64, generator=g, dtype=F64)
     cpu = fl.sliced_wasserstein(x, y, projections=P)
     dev = fl.sliced_wasserstein(x.to(DEVICE), y.to(DEVICE), projections=P.to(DEVICE))
     assert dev.device.type == DEVICE.type and abs(dev.item() - cpu.item()) < 1e-10

@@ -46,7 +46,7 @@ def test_particles_track_their_mean_field_copies_like_inverse_sqrt_n():
 
 def test_equiangular_solution_matches_particles():
     n = d = 6
-    x0 = fl.random_orthonormal(n, d, generator=torch.Generator().manual_seed(0))
+    x0 = fl.random_orthonormal(n, d, generator=torch.Generator().manual_seed(0), dtype=F64)
     for beta, normalized in [(1.0, True), (3.0, True), (1.0, False)]:
         field = fl.SphereAttention(beta=beta, normalized=normalized)
         traj = fl.simulate(field, x0, t1=3.0, n_steps=300, method="rk4", save_every=30)

@@ -64,7 +64,7 @@ def test_sliced_wasserstein_shifted_gaussians(gen):
     d = 5
     m = torch.full((d,), 1.2, dtype=F64)
     X = torch.randn(10_000, d, generator=gen, dtype=F64)
-    P = M.random_directions(d, 500, generator=gen)
+    P = M.random_directions(d, 500, generator=gen, dtype=F64)
     same_cloud = fl.sliced_wasserstein(X, X + m, projections=P).item()
     assert same_cloud == pytest.approx(math.sqrt(((m @ P) ** 2).mean().item()), rel=1e-12)
     Y = torch.randn(10_000, d, generator=gen, dtype=F64) + m
@@ -108,7 +108,7 @@ def test_sliced_wasserstein_to_gaussian_matches_quantile_quadrature(gen):
 def test_sliced_wasserstein_to_gaussian_shrinks_like_inverse_sqrt_n(gen):
     mean = torch.tensor([0.5, -0.5], dtype=F64)
     cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=F64)
-    P = M.random_directions(2, 64, generator=gen)
+    P = M.random_directions(2, 64, generator=gen, dtype=F64)
     errs = []
     for n in (500, 8000):
         x = fl.gaussian_tokens(n, mean, cov, batch_shape=(10,), generator=gen)

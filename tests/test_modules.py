@@ -63,7 +63,7 @@ def test_parameters_are_registered_and_state_dict_round_trips(name, gen):
     clone = _learnable(name, 3, torch.Generator().manual_seed(99))
     assert not torch.equal(clone.Q, field.Q)
     clone.load_state_dict(state)
-    x = fl.uniform_sphere(5, 3, generator=gen)
+    x = fl.uniform_sphere(5, 3, generator=gen, dtype=F64)
     assert torch.equal(clone(x), field(x))
 
 
@@ -169,7 +169,7 @@ def test_gradcheck_softmax_average_in_every_input(backend, gen):
 @pytest.mark.parametrize("name", NAMES)
 def test_gradcheck_fields_in_x_and_parameters(name, gen):
     field = _learnable(name, 2, gen, backend="dense")
-    x = fl.uniform_sphere(4, 2, generator=gen).requires_grad_(True)
+    x = fl.uniform_sphere(4, 2, generator=gen, dtype=F64).requires_grad_(True)
     params = list(field.parameters())
 
     def fn(x, *ps):
@@ -186,7 +186,7 @@ FAST = [(n, b) for n in NAMES for b in ("chunked", "sdpa") if (n, b) != ("sigmoi
 
 @pytest.mark.parametrize(("name", "backend"), FAST)
 def test_fast_backends_give_the_dense_gradients_with_several_blocks(name, backend, gen):
-    x = fl.uniform_sphere(40, 3, generator=gen)
+    x = fl.uniform_sphere(40, 3, generator=gen, dtype=F64)
     grads = {}
     for b in ("dense", backend):
         field = _learnable(name, 3, torch.Generator().manual_seed(7), backend=b, chunk_size=7)

@@ -399,6 +399,12 @@ def test_beta_is_always_in_the_state_dict():
     # the same keys whether beta is a number, a tensor or a Parameter
     kinds = [2.0, torch.tensor(2.0, dtype=F64), torch.nn.Parameter(torch.tensor(2.0, dtype=F64))]
     assert {tuple(fl.SoftmaxAttention(beta=b).state_dict()) for b in kinds} == {("beta",)}
+    # sigmoid attention's bias likewise
+    sig = fl.SigmoidAttention(bias=-1.0)
+    assert sorted(sig.state_dict()) == ["beta", "bias"]
+    other = fl.SigmoidAttention(bias=0.5)
+    other.load_state_dict(sig.state_dict())
+    assert torch.equal(other(x), sig(x))
     # a number stays exact in float64 computations after .to(float32) and back
     f = fl.SoftmaxAttention(beta=0.1).to(torch.float32).to(F64)
     assert f.beta_value == 0.1 and f.beta.dtype == F64
@@ -517,3 +523,23 @@ def test_renamed_keywords_keep_working():
     with pytest.warns(DeprecationWarning, match="masses"):
         c = field.mean_field_velocity(x, x, weights=w)
     assert torch.equal(c, b)
+
+
+def test_one_slope_fit():
+    """item 4: one slope fit in the core (fit_order is minus the log-log slope)."""
+    from flowlib.convergence import fit_slope
+
+    n = [10, 20, 40, 80]
+    errs = [3.0 * v**-1.5 for v in n]
+    assert fit_slope(n, errs) == pytest.approx(-1.5, rel=1e-12)
+    assert fl.fit_order(n, errs) == pytest.approx(1.5, rel=1e-12)
+    assert fit_slope([0.0, 1.0, 2.0], [math.exp(-0.2 * t) for t in (0.0, 1.0, 2.0)], log_x=False) == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="> 0 on a logarithmic axis"):
+        fit_slope([0.0, 1.0], [1.0, 2.0])
+
+
+def test_lipschitz_keyword_name():
+    """item 4: one name for a Lipschitz constant (lipschitz=; lip= is deprecated)."""
+    with pytest.warns(DeprecationWarning, match="lipschitz"):
+        assert fl.contraction_step_limit(1.0, lip=2.0) == 0.5
+    assert fl.euler_step_factor(1.0, lipschitz=1.0, h=0.5) == pytest.approx(0.5)

@@ -20,7 +20,7 @@ def _drift(traj):
 
 @pytest.fixture
 def sphere_setup(gen):
-    x0 = fl.uniform_sphere(16, 3, generator=gen)
+    x0 = fl.uniform_sphere(16, 3, generator=gen, dtype=F64)
     return fl.SphereAttention(beta=2.0), x0
 
 
@@ -59,7 +59,7 @@ def test_ambient_rk4_error_and_drift_are_fourth_order(sphere_setup):
 @pytest.mark.parametrize("normalized", [True, False])
 def test_energy_is_nondecreasing(gen, normalized):
     beta = 1.0
-    x0 = fl.uniform_sphere(12, 3, generator=gen)
+    x0 = fl.uniform_sphere(12, 3, generator=gen, dtype=F64)
     traj = fl.simulate(
         fl.SphereAttention(beta=beta, normalized=normalized),
         x0,
@@ -85,7 +85,7 @@ def test_stationary_configurations():
 
 
 def test_rotation_equivariance(gen):
-    x = fl.uniform_sphere(10, 3, generator=gen)
+    x = fl.uniform_sphere(10, 3, generator=gen, dtype=F64)
     R, _ = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=F64))
     field = fl.SphereAttention(beta=1.3)
     assert float((field(x @ R.mT) - field(x) @ R.mT).abs().max()) < 1e-14
@@ -139,7 +139,7 @@ def test_normalisations_differ(gen):
 
 def test_cluster_count_and_clustering(gen):
     """d >= 3: almost every start clusters to a single point (GLPR); count clusters along the way."""
-    x0 = fl.uniform_sphere(10, 3, generator=gen)
+    x0 = fl.uniform_sphere(10, 3, generator=gen, dtype=F64)
     traj = fl.simulate(
         fl.SphereAttention(beta=1.0),
         x0,

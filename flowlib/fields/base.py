@@ -306,50 +306,66 @@ class AttentionField(VelocityField):
             raise ValueError(f"chunk_size must be an int >= 1 or None; got {chunk_size!r}")
         self.chunk_size = chunk_size
 
-    def _set_beta(self, beta: object, per_head: int | None = None) -> None:
-        beta = _check_beta(beta, per_head=per_head)
-        for store in (self._buffers, self._parameters):
-            store.pop("beta", None)  # replacing the value the base class set
-        if isinstance(beta, Tensor):
-            self._beta_float = None
-            self.__dict__["_beta_mirror"] = None
-            _register(self, "beta", beta)
-        else:
-            # a number: computed with as a Python float (exact, no host sync), mirrored in a float64 CPU
-            # buffer for state_dict (kept out of .to(), see _apply; load_state_dict updates the float).
-            # torch.func.functional_call swaps the buffer for another tensor: that tensor is then used.
-            self._beta_float = beta
-            mirror = torch.tensor(beta, dtype=torch.float64)
-            self.__dict__["_beta_mirror"] = mirror
-            self.register_buffer("beta", mirror)
+    #: Scalar arguments that may be a number or a tensor (sigmoid attention adds its ``bias``).
+    _scalar_names: ClassVar[tuple[str, ...]] = ("beta",)
 
-    def _plain_beta(self) -> bool:
-        """True while beta is a number whose mirror buffer has not been swapped (functional_call)."""
-        return self._beta_float is not None and self._buffers.get("beta") is self.__dict__.get("_beta_mirror")
+    def _set_beta(self, beta: object, per_head: int | None = None) -> None:
+        self._set_scalar("beta", _check_beta(beta, per_head=per_head))
+
+    def _set_scalar(self, name: str, value: float | Tensor) -> None:
+        """Store a checked scalar argument so that ``name`` is always a key of ``state_dict()``.
+
+        A tensor is registered as it is (a Parameter trains, another tensor is a buffer). A number is
+        computed with as a Python float (exact, no host synchronisation) and mirrored in a float64 CPU
+        buffer for ``state_dict`` (kept out of ``.to()``, see :meth:`_apply`; ``load_state_dict`` updates
+        the float). :func:`torch.func.functional_call` swaps the buffer for another tensor, which is
+        then used instead.
+        """
+        floats = self.__dict__.setdefault("_scalar_floats", {})
+        mirrors = self.__dict__.setdefault("_scalar_mirrors", {})
+        for store in (self._buffers, self._parameters):
+            store.pop(name, None)  # replacing a value set before
+        if isinstance(value, Tensor):
+            floats.pop(name, None)
+            mirrors.pop(name, None)
+            _register(self, name, value)
+        else:
+            floats[name] = value
+            mirrors[name] = torch.tensor(value, dtype=torch.float64)
+            self.register_buffer(name, mirrors[name])
+
+    def _plain(self, name: str) -> bool:
+        """True while ``name`` is a number whose mirror buffer has not been swapped (functional_call)."""
+        mirror = self.__dict__.get("_scalar_mirrors", {}).get(name)
+        return mirror is not None and self._buffers.get(name) is mirror
+
+    def _scalar(self, name: str) -> float | Tensor:
+        """The scalar argument ``name``: its Python float, or the tensor in use."""
+        return self.__dict__["_scalar_floats"][name] if self._plain(name) else getattr(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "beta" and "_beta_float" in self.__dict__:
-            self._set_beta(value)
+        if name in self._scalar_names and "_scalar_floats" in self.__dict__:
+            self._set_scalar(name, _check_beta(value, name=name))
             return
         super().__setattr__(name, value)
 
     def _apply(self, fn, *args, **kwargs):
-        mirror = self._buffers.pop("beta") if self._plain_beta() else None
+        plain = {name: self._buffers.pop(name) for name in self._scalar_names if self._plain(name)}
         try:
             return super()._apply(fn, *args, **kwargs)
         finally:
-            if mirror is not None:
-                self._buffers["beta"] = mirror
+            self._buffers.update(plain)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self._plain_beta() and prefix + "beta" in state_dict:
-            self._beta_float = _check_beta(float(self._buffers["beta"]))
+        for name in self._scalar_names:
+            if self._plain(name) and prefix + name in state_dict:
+                self.__dict__["_scalar_floats"][name] = _check_beta(float(self._buffers[name]), name=name)
 
     @property
     def beta_value(self) -> float | Tensor:
         """``beta`` as the constructor took it: a Python float, or the tensor (with its gradient)."""
-        return self._beta_float if self._plain_beta() else self.beta
+        return self._scalar("beta")
 
     @abc.abstractmethod
     def weights(self, x: Tensor) -> Tensor:
@@ -370,14 +386,14 @@ class AttentionField(VelocityField):
         if unknown:
             raise TypeError(f"{type(self).__name__} has no argument(s) {sorted(unknown)}; expected {self._init_names}")
         kwargs = {name: getattr(self, name) for name in self._init_names}
-        kwargs["beta"] = self.beta_value
+        kwargs.update({name: self._scalar(name) for name in self._scalar_names})
         kwargs.update(changes)
         return type(self)(**kwargs)
 
     def extra_repr(self) -> str:
         parts = []
         for name in self._init_names:
-            value = self.beta_value if name == "beta" else getattr(self, name)
+            value = self._scalar(name) if name in self._scalar_names else getattr(self, name)
             if isinstance(value, Tensor):
                 kind = "Parameter" if isinstance(value, torch.nn.Parameter) else "tensor"
                 value = f"{kind}{tuple(value.shape)}" if value.numel() != 1 else f"{kind}({float(value.detach()):g})"
@@ -401,8 +417,8 @@ class AttentionField(VelocityField):
 
     def _beta_like(self, x: Tensor) -> float | Tensor:
         """``beta`` as a float, or as a tensor in ``x``'s dtype (any shape: a batched beta stays batched)."""
-        if self._plain_beta():
-            return self._beta_float
+        if self._plain("beta"):
+            return self._scalar("beta")
         b = self.beta
         if isinstance(b, torch.nn.Parameter):
             b = _like(b, "beta", x)

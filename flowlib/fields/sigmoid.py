@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .base import AttentionField, _check_beta, _masses_arg, _register, measure_bias
+from .base import AttentionField, _check_beta, _masses_arg, measure_bias
 from .reductions import (
     Backend,
     _acc_dtype,
@@ -66,6 +66,7 @@ class SigmoidAttention(AttentionField):
     """
 
     _init_names = ("Q", "K", "V", "beta", "bias", "normalization", "mask", "causal", "backend", "chunk_size")
+    _scalar_names = ("beta", "bias")
 
     def __init__(
         self,
@@ -86,11 +87,10 @@ class SigmoidAttention(AttentionField):
                 "SigmoidAttention has no fused SDPA kernel; backend must be 'auto', 'dense' or 'chunked'; got 'sdpa'"
             )
         super().__init__(Q=Q, K=K, V=V, beta=beta, mask=mask, causal=causal, backend=backend, chunk_size=chunk_size)
-        bias = _check_beta(bias)  # same rule: a finite float, or a scalar tensor kept as it is
-        if isinstance(bias, Tensor):
-            _register(self, "bias", bias)
-        else:
-            self.bias = bias
+        bias = _check_beta(bias, name="bias")  # same rule as beta: a finite float, or a tensor kept as it is
+        if isinstance(bias, Tensor) and bias.numel() != 1:
+            raise ValueError(f"bias must be a scalar; got a tensor of shape {tuple(bias.shape)}")
+        self._set_scalar("bias", bias)  # in state_dict whatever its type
         if normalization not in ("n", "none"):
             raise ValueError(f"normalization must be 'n' or 'none'; got {normalization!r}")
         self.normalization = normalization
@@ -113,7 +113,7 @@ class SigmoidAttention(AttentionField):
         autograd, so nothing may touch it after.
         """
         z = _product(q, k, buf)
-        b = self.bias if bias is None else bias
+        b = self._scalar("bias") if bias is None else bias
         if inplace:
             return _mask_logits_(z.add_(b), mask).sigmoid_()
         return torch.sigmoid(_mask_logits_(z + b, mask, inplace=False))
@@ -136,7 +136,7 @@ class SigmoidAttention(AttentionField):
         """A tensor bias as a ``(1, 1)`` tensor in ``x``'s dtype and device (it rides along the blocks as
         the ``bias`` of :func:`~flowlib.fields.reductions._chunked`, so it also disables buffer reuse
         when it needs a gradient); None for a float bias."""
-        b = self.bias
+        b = self._scalar("bias")
         return b.to(dtype=x.dtype, device=x.device).reshape(1, 1) if isinstance(b, Tensor) else None
 
     def _scale(self, n_keys: int) -> float:

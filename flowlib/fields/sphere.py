@@ -128,7 +128,7 @@ class SphereAttention(AttentionField):
     >>> v = fl.SphereAttention(beta=1.0)(x)
     >>> (v * x).sum(-1).abs().max() < 1e-12  # tangent to the sphere
     tensor(True)
-    >>> traj = fl.simulate(fl.SphereAttention(beta=1.0), x, t1=20.0, n_steps=200)
+    >>> traj = fl.simulate(fl.SphereAttention(beta=1.0), x, t1=20.0, n_steps=200, retraction=fl.unit_normalize)
     >>> fl.cluster_count(traj.final).item()  # the tokens have gathered into one cluster
     1
     """
