@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["config", "scrub", "check"])
     ap.add_argument("path", type=Path)
+    ap.add_argument("--chapters", type=Path, default=ROOT / "chapters", help="the notebooks the site was built from")
     args = ap.parse_args(argv)
     if args.command == "config":
         config = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         gone = scrub(args.path)
         print(f"removed {len(gone)} downloadable sources from {args.path}")
         return 0
-    phrases = solution_phrases(chapters())
+    phrases = solution_phrases(sorted(args.chapters.rglob("*.ipynb")))
     found = leaks(args.path, phrases)
     n = sum(len(v) for v in phrases.values())
     if found:
