@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from setup_cell import ROOT, assignment_block, chapter_cell  # noqa: E402
+from setup_cell import ROOT, TAGS, assignment_block, chapter_cell  # noqa: E402
 
 
 def notebooks() -> list[Path]:
@@ -46,9 +46,10 @@ def new_source(path: Path, source: str) -> str:
     return head + assignment_block() + "".join(lines[end:])
 
 
-#: Cell tag that collapses a chapter's setup cell on the website (Jupyter Book's "click to show" toggle);
-#: Jupyter and Colab ignore it, so the cell stays visible and runnable there.
-HIDE_TAG = "hide-input"
+#: Cell tags of a chapter's setup cell (setup_cell.TAGS): collapsed on the website (Jupyter Book's "click to
+#: show" toggle) and its output removed there; Jupyter and Colab ignore them, so the cell stays visible and
+#: runnable there.
+HIDE_TAG = TAGS[0]
 
 
 def sync(path: Path, write: bool = True) -> bool:
@@ -57,13 +58,13 @@ def sync(path: Path, write: bool = True) -> bool:
     cell = next(c for c in nb.cells if c.cell_type == "code")
     src = new_source(path, cell.source)
     tags = list(cell.metadata.get("tags", []))
-    hide = not is_assignment(path) and HIDE_TAG not in tags
-    if src == cell.source and not hide:
+    missing = [] if is_assignment(path) else [t for t in TAGS if t not in tags]
+    if src == cell.source and not missing:
         return False
     if write:
         cell.source = src
-        if hide:
-            cell.metadata["tags"] = tags + [HIDE_TAG]
+        if missing:
+            cell.metadata["tags"] = tags + missing
         nbformat.write(nb, path)
     return True
 

@@ -12,6 +12,7 @@ from .plots import (
     plot_tokens,
     plot_weights,
 )
+from ._player import DISPLAY_PX, FRAME_PX, human_label
 from .widgets import MAX_EXPLORER_BYTES, MAX_EXPLORER_FRAMES, Explorer, explore
 
 __all__ = [
@@ -31,4 +32,7 @@ __all__ = [
     "Explorer",
     "MAX_EXPLORER_FRAMES",
     "MAX_EXPLORER_BYTES",
+    "human_label",
+    "FRAME_PX",
+    "DISPLAY_PX",
 ]
