@@ -23,7 +23,7 @@ def test_wendel_closed_forms():
 
 @pytest.mark.parametrize("n,d", [(6, 3), (8, 3), (5, 2), (7, 4)])
 def test_wendel_agrees_with_monte_carlo(n, d, gen):
-    x = fl.uniform_sphere(n, d, batch_shape=(20000,), generator=gen)
+    x = fl.uniform_sphere(n, d, batch_shape=(20000,), dtype=torch.float64, generator=gen)
     p_hat = hs.in_open_hemisphere(x).double().mean().item()
     p = hs.wendel_probability(n, d)
     assert abs(p_hat - p) < 4 * math.sqrt(p * (1 - p) / 20000) + 1e-12
@@ -56,7 +56,7 @@ def test_margin_and_chart():
 def test_chart_turns_dynamics_into_consensus(normalized, gen):
     """d/dt (x_i / <x_i, w>) = sum_j a_ij (c_j / c_i) (y_j - y_i): a consensus system with positive weights."""
     w = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
-    x = fl.uniform_sphere(7, 3, generator=gen)
+    x = fl.uniform_sphere(7, 3, dtype=torch.float64, generator=gen)
     x = torch.where((x @ w)[:, None] < 0, -x, x)  # reflect into the upper hemisphere
     field = fl.SphereAttention(beta=1.5, normalized=normalized)
     v = field(x)
@@ -75,7 +75,7 @@ def test_cone_collapse_lemma_along_a_run(normalized, gen):
     """The margin never decreases and the diameter obeys the lemma's bound 2 diam(y0) e^{-lambda t}."""
     beta, n = 1.0, 10
     w = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
-    x0 = fl.uniform_sphere(n, 3, generator=gen)
+    x0 = fl.uniform_sphere(n, 3, dtype=torch.float64, generator=gen)
     x0 = torch.where((x0 @ w)[:, None] < 0, -x0, x0)
     run = fl.simulate(fl.SphereAttention(beta=beta, normalized=normalized), x0, t1=8.0, n_steps=800, method="rk4")
     r = hs.hemisphere_margin(run.x, w)
@@ -89,7 +89,7 @@ def test_cone_collapse_lemma_along_a_run(normalized, gen):
 
 def test_gram_rhs_matches_particles_and_equiangular(gen):
     for normalized in (True, False):
-        x = fl.uniform_sphere(6, 4, generator=gen)
+        x = fl.uniform_sphere(6, 4, dtype=torch.float64, generator=gen)
         v = fl.SphereAttention(beta=2.0, normalized=normalized)(x)
         G = x @ x.T
         assert torch.allclose(hs.gram_rhs(G, 2.0, normalized=normalized), v @ x.T + x @ v.T, atol=1e-13)
@@ -114,7 +114,7 @@ def test_decay_rate_recovers_exponent_and_sa_local_rate(gen):
     t = torch.linspace(0, 10, 101, dtype=F64)
     assert hs.decay_rate(t, 3.0 * torch.exp(-1.7 * t), lo=1e-9, hi=1.0) == pytest.approx(1.7, abs=1e-10)
     # SA near the cluster: 1 - min <x_i, x_j> decays like e^{-2t}; USA like e^{-2 e^beta t}
-    x0 = fl.uniform_sphere(8, 3, generator=gen)
+    x0 = fl.uniform_sphere(8, 3, dtype=torch.float64, generator=gen)
     x0 = torch.where(x0[:, 2:] < 0, -x0, x0)
     for normalized, expected in [(True, 2.0), (False, 2.0 * math.e)]:
         run = fl.simulate(
