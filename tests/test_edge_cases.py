@@ -164,5 +164,10 @@ def test_hitting_time_is_infinite_when_not_reached():
 def test_grid_has_a_device_and_the_solver_follows_the_density():
     grid = fl.make_grid(-1.0, 1.0, 16, device="cpu")
     assert grid.device.type == "cpu" and grid.centers().device.type == "cpu"
+    assert grid.centers("meta").device.type == "meta"  # centres where asked (the solver asks its density's)
+    meta_grid = fl.make_grid(-1.0, 1.0, 16, device="meta")  # a grid elsewhere: the CPU density decides
+    rho = fl.pde.density_on_grid(grid, lambda x: torch.exp(-4 * x[..., 0] ** 2))
+    sol = fl.solve_transformer_pde(fl.SoftmaxAttention(), rho, meta_grid, t1=0.05, n_save=1)
+    assert sol.density.device.type == "cpu" and torch.allclose(sol.mass(), torch.ones(2, dtype=F64))
     with pytest.raises(TypeError, match="SinkhornAttention has no mean-field velocity"):
         fl.solve_transformer_pde(fl.SinkhornAttention(), torch.ones(16, dtype=F64), grid, t1=0.1)

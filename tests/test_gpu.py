@@ -167,6 +167,17 @@ def test_pde_solver_on_the_device():
     assert (dev.density.cpu() - cpu.density).abs().max().item() < 1e-10
 
 
+def test_pde_solver_follows_the_density_not_the_grid():
+    """B4: a CUDA density with a default (CPU) grid ran the whole solve on the CPU."""
+    grid = fl.make_grid(-3.0, 3.0, 60)  # on the CPU
+    rho0 = fl.pde.density_on_grid(grid, lambda x: torch.exp(-0.5 * (x[..., 0] / 0.7) ** 2))
+    field = fl.SoftmaxAttention(V=torch.tensor([[-0.5]], dtype=F64), beta=1.0)
+    dev = fl.solve_transformer_pde(field.to(DEVICE), rho0.to(DEVICE), grid, t1=0.5, n_save=2)
+    cpu = fl.solve_transformer_pde(field, rho0, grid, t1=0.5, n_save=2)
+    assert dev.density.device.type == DEVICE.type and dev.points().device.type == DEVICE.type
+    assert (dev.density.cpu() - cpu.density).abs().max().item() < 1e-10
+
+
 def test_measures_on_the_device():
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(3000, 3, generator=g, dtype=F64), torch.randn(3000, 3, generator=g, dtype=F64) + 0.5

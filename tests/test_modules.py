@@ -72,7 +72,7 @@ def test_plain_tensors_are_buffers_and_move_with_to(gen):
     mask = torch.ones(4, 4, dtype=torch.bool).tril()
     field = fl.SoftmaxAttention(Q=Q, mask=mask)
     assert list(field.parameters()) == []
-    assert {n for n, _ in field.named_buffers()} == {"Q", "mask"}
+    assert {n for n, _ in field.named_buffers()} == {"Q", "mask", "beta"}  # beta: always a key (0.3)
     f32 = field.to(torch.float32)
     assert f32.Q.dtype == torch.float32 and f32.mask.dtype == torch.bool  # masks keep their dtype
     x = torch.randn(4, 3, generator=gen)
