@@ -10,13 +10,18 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.book
 
 CHAPTERS = sorted(p.relative_to(ROOT).with_suffix("") for p in (ROOT / "chapters").rglob("*.ipynb"))
+#: owner/name of the repository (``repository.url`` in _config.yml, the one place it is written)
+REPO = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+REPO = REPO.removeprefix("https://github.com/")
 MAX_CHAPTER_SECONDS = 120
-MAX_PAGE_BYTES = 3_000_000
+#: A chapter's HTML, now that the players' frames are image files of their own (_ext/site_assets.py).
+MAX_PAGE_BYTES = 1_000_000
 
 
 @pytest.fixture(scope="module")
@@ -48,25 +53,64 @@ def test_chapter_page(built, chapter):
     assert re.search(r'class="[^"]*solution[^"]*dropdown|class="[^"]*dropdown[^"]*solution', html), (
         "no dropdown solution"
     )
-    assert 'class="anim-buttons"' in html, "no animation player (matplotlib's JavaScript controls)"
+    assert 'class="flowlib-player flowlib-animation"' in html, "no animation player"
     imgs = re.findall(r"<img [^>]*>", html)
-    figures = [i for i in imgs if "_images/" in i or "data:image" in i or "_anim_img" in i]
+    figures = [i for i in imgs if "_images/" in i]
     assert len(figures) >= 2, "expected a static figure and an animation"
     assert all(re.search(r'alt="[^"]+"', i) for i in imgs), "image without alt text"
+    # frames are image files loaded when shown, not base64 in the page; nothing from a CDN
+    assert "data:image/png;base64" not in html and "font-awesome" not in html and "fontawesome.js" not in html
+    assert all('loading="lazy"' in i for i in figures)
     assert "Traceback" not in html
+    # numbered per chapter: "Figure 5.2", "Exercise 8.4"
+    number = int(re.match(r"(\d+)_", chapter.name).group(1))
+    assert re.search(rf'<span class="caption-number">Exercise {number}\.1 ', html)
+    assert not re.search(r'<span class="caption-number">(Exercise|Theorem|Figure) \d+ ', html)
     # launch buttons point at the configured repository
-    assert "colab.research.google.com/github/flowing-through-layers/flowing-through-layers" in html
+    assert f"colab.research.google.com/github/{REPO}/blob/main/{chapter.as_posix()}.ipynb" in html
     assert "launch-order.js" in html  # puts Colab first in the launch menu
 
 
-def test_intro_and_references(built):
+def test_intro_about_results_and_references(built):
     html_dir, _ = built
     intro = (html_dir / "intro.html").read_text()
-    assert "Tokens in Motion" in intro and "withdrawn" in intro  # the book's own title, and the note on the old one
+    assert "Tokens in Motion" in intro and "hero.svg" in intro and "Start reading" in intro
+    for chapter in CHAPTERS:  # the landing page links every chapter
+        assert f'href="{chapter.as_posix()}.html' in intro, chapter
+    about = (html_dir / "about.html").read_text()
+    assert "withdrawn" in about  # the note on the old title lives on the About page
+    results = (html_dir / "results.html").read_text()
+    for chapter in CHAPTERS:
+        number = int(re.match(r"(\d+)_", chapter.name).group(1))
+        assert re.search(rf"Exercise {number}\.1</strong>", results), f"no exercises of chapter {number} listed"
+    assert re.search(r"Theorem \d+\.\d+</strong> \w", results)  # numbered, with a title
     bib = (html_dir / "bibliography.html").read_text()
     for key in ["Castin", "Geshkovski", "Sinkformers", "Fein-Ashley"]:
         assert key in bib
     assert (html_dir / "index.html").exists()
+
+
+def test_the_repository_url_is_written_once():
+    """The repository is named after the book, in _config.yml; everything else derives from it."""
+    import sys
+
+    assert REPO == "tokens-in-motion/tokens-in-motion"
+    sys.path.insert(0, str(ROOT / "tools"))
+    import setup_cell
+
+    assert setup_cell.repository() == f"https://github.com/{REPO}"
+    assert f"git+https://github.com/{REPO}@v" in setup_cell.fallback()
+    stale = [
+        p.relative_to(ROOT).as_posix()
+        for pattern in ("*.md", "*.yml", "*.toml", "_ext/*.py", "_static/*", "binder/*", "tools/*.py")
+        for p in ROOT.glob(pattern)
+        if p.is_file() and "flowing-through-layers/flowing-through-layers" in p.read_text(errors="replace")
+    ]
+    assert not stale, f"the old repository name in {stale}"
+    import tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert all(u.startswith(f"https://github.com/{REPO}") for u in urls.values()), urls
 
 
 @pytest.mark.parametrize("hide", [False, True])

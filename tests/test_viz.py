@@ -56,12 +56,13 @@ def test_animation_is_capped_and_closes_its_figure(traj, tmp_path, monkeypatch):
     n_open = len(plt.get_fignums())
     anim = viz.animate_tokens(traj, max_frames=500, alt="tokens cluster")
     assert anim.n_frames == viz.MAX_FRAMES
-    assert anim.html.count("data:image/png") == anim.n_frames  # every frame embedded once, no more
+    # every frame embedded once, plus the opening picture (the first frame); the site moves them into files
+    assert anim.html.count("data:image/png") == anim.n_frames + 1
     assert anim._repr_html_() == anim.html
     assert anim.html.count('alt="tokens cluster"') == 1
-    assert 'class="anim-buttons"' in anim.html  # matplotlib's JavaScript player, not just the word
+    assert 'class="flowlib-player flowlib-animation"' in anim.html and 'data-play="1"' in anim.html
     small = viz.animate_tokens(traj, max_frames=10)
-    assert small.n_frames == 10 and small.html.count("data:image/png") == 10
+    assert small.n_frames == 10 and small.html.count("data:image/png") == 11
     assert len(small.html) < 1.5e6
     assert len(plt.get_fignums()) == n_open
     assert os.listdir(tmp_path) == []
@@ -141,24 +142,30 @@ def test_explorer_static_html_is_self_contained_and_light(traj):
     assert len(calls) == 6 and len(e.cache) == 6  # every combination once, shared with the widget
     assert e.to_html() is page  # cached
     assert len(page.encode()) <= viz.MAX_EXPLORER_BYTES
-    assert page.startswith('<div class="flowlib-explorer"')
-    # one control per parameter (numbers: a slider, strings: a drop-down), labelled, plus the depth slider
+    assert page.startswith('<div class="flowlib-player flowlib-explorer"')
+    # one control per parameter (numbers: a slider, strings: a drop-down), labelled for a reader (beta reads
+    # "β (inverse temperature)"), plus the time slider and the play/pause and step buttons
     assert len(re.findall(r'<input type="range"[^>]*data-param="0"', page)) == 1
     assert len(re.findall(r'<select[^>]*data-param="1"', page)) == 1
-    assert page.count('data-depth="1"') == 2  # the depth slider and its label's output
-    assert re.search(r"<label[^>]*>beta = <output", page) and re.search(r"<label[^>]*>method = <output", page)
-    assert re.search(r'<img class="flowlib-explorer-frame" alt="[^"]+"', page)
+    assert page.count('data-depth="1"') == 2  # the time slider and its label's output
+    assert re.search(r"<label[^>]*>β \(inverse temperature\) = <output", page)
+    assert re.search(r"<label[^>]*>method = <output", page) and re.search(r"<label[^>]*>time t = <output", page)
+    for button in ("data-play", "data-first", "data-prev", "data-next", "data-last"):
+        assert page.count(f'<button type="button" {button}="1"') == 1, button
+    assert re.search(r'<img class="flowlib-frame flowlib-explorer-frame" alt="[^"]+"', page)
     # no external request: every image is embedded, no src/href points anywhere
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "http://" not in page and "https://" not in page
     # frames: capped, evenly spaced, first and last depth of each combination
     data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page, re.S).group(1))
     assert set(data["frames"]) == {f"{i},{j}" for i in range(3) for j in range(2)}
+    assert [p["label"] for p in data["params"]] == ["β (inverse temperature)", "method"]
     per = max(2, min(viz.widgets.MAX_DEPTH_FRAMES, viz.MAX_EXPLORER_FRAMES // 6))
     for frames in data["frames"].values():
         assert len(frames) == per
         assert frames[0][0] == 0 and frames[-1][0] == len(traj) - 1 == frames[-1][1]
         assert all(f[2].startswith("data:image/png;base64,") for f in frames)
+        assert frames[-1][3].startswith(f"{float(traj.t[-1]):.3g} (step {len(traj) - 1} of")
     assert e.n_frames == 6 * per <= viz.MAX_EXPLORER_FRAMES
     assert page.count("data:image/png") == e.n_frames + 1  # every frame once, plus the initial picture
     # the notebook output offers the widget and the HTML: the website renders the latter
@@ -176,7 +183,60 @@ def test_explorer_budget_with_many_tokens():
 
     e = viz.explore(make, beta=[0.5, 1.0, 2.0, 4.0])
     page = e.to_html()
-    assert e.n_frames == 4 * viz.widgets.MAX_DEPTH_FRAMES
+    assert e.n_frames == 4 * min(viz.widgets.MAX_DEPTH_FRAMES, viz.MAX_EXPLORER_FRAMES // 4)
     assert len(page.encode()) <= viz.MAX_EXPLORER_BYTES
     with pytest.raises(ValueError, match="at least one parameter"):
         viz.explore(make)
+    with pytest.raises(ValueError, match="view"):
+        viz.explore(make, beta=[1.0], view="sideways")
+    with pytest.raises(ValueError, match="offers no value"):
+        viz.explore(make, beta=[])
+
+
+def _frame_sizes(page: str) -> list[tuple[int, int]]:
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    srcs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
+    return [Image.open(io.BytesIO(base64.b64decode(s))).size for s in srcs]
+
+
+def test_players_are_crisp_labelled_and_leave_nothing_to_a_cdn(traj):
+    """Frames are drawn FRAME_PX wide (2x the width the site shows them at), even when dpi asks for less."""
+    pytest.importorskip("ipywidgets")
+    anim = viz.animate_tokens(traj, max_frames=4, dpi=60, hint="Watch the tokens merge.")
+    sizes = _frame_sizes(anim.html)
+    assert anim.n_frames == 4 and len(sizes) == 4 + 1  # every frame, plus the opening picture
+    assert all(w >= viz.FRAME_PX == 2 * viz.DISPLAY_PX for w, _ in sizes), sizes
+    assert 'title="Play"' in anim.html and "Watch the tokens merge." in anim.html
+    assert "font-awesome" not in anim.html and "https://" not in anim.html and "http://" not in anim.html
+    e = viz.explore(lambda n_layers: traj, n_layers=[4, 8], labels={"n_layers": "depth L of the stack"})
+    page = e.to_html()
+    assert "depth L of the stack = " in page and all(w >= viz.FRAME_PX for w, _ in _frame_sizes(page))
+    assert viz.human_label("n_layers") == "layers L" and viz.human_label("my_param") == "my param"
+    with pytest.raises(TypeError):
+        viz.human_label(3)
+    with pytest.raises(ValueError, match="max_frames"):
+        viz.animate_tokens(traj, max_frames=0)
+
+
+def test_explorer_window_can_follow_the_cloud():
+    pytest.importorskip("ipywidgets")
+    x0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(1)) + 10.0  # far from the origin
+
+    def make(beta):
+        return fl.simulate(fl.SoftmaxAttention(beta=beta), x0, t1=0.5, n_steps=4)
+
+    e = viz.explore(make, beta=[1.0], view="follow")
+    assert e.view == "follow" and 'class="flowlib-player flowlib-explorer"' in e.to_html()
+    from matplotlib.figure import Figure
+
+    from flowlib.viz.widgets import _follow_limits
+
+    ax = Figure().add_subplot()
+    _follow_limits(ax, x0.numpy())
+    lo, hi = ax.get_xlim()
+    assert lo < float(x0[:, 0].min()) and hi > float(x0[:, 0].max()) and lo > 5.0  # centred on the cloud

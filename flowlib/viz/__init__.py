@@ -1,5 +1,6 @@
 """Visualisation: matplotlib figures, JavaScript animations, ipywidgets explorers."""
 
+from ._player import DISPLAY_PX, FRAME_PX, human_label
 from .animate import MAX_FRAMES, JSAnimation, animate_tokens
 from .plots import (
     new_figure,
@@ -12,7 +13,6 @@ from .plots import (
     plot_tokens,
     plot_weights,
 )
-from ._player import DISPLAY_PX, FRAME_PX, human_label
 from .widgets import MAX_EXPLORER_BYTES, MAX_EXPLORER_FRAMES, Explorer, explore
 
 __all__ = [

@@ -168,7 +168,7 @@ _SCRIPT = """
       depth.value = String(Number(depth.value) + 1);
       show(false);
     }, data.interval);
-    play.textContent = "\\u23F8 Pause";
+    play.textContent = "\\u25AE\\u25AE Pause";
     play.title = "Pause";
     play.setAttribute("aria-pressed", "true");
   }
@@ -240,11 +240,11 @@ def player_html(
     )
     buttons = (
         '<div class="flowlib-player-buttons">'
-        '<button type="button" data-first="1" title="First frame" aria-label="First frame">\u23ee</button>'
+        '<button type="button" data-first="1" title="First frame" aria-label="First frame">|\u25c0</button>'
         '<button type="button" data-prev="1" title="Previous frame" aria-label="Previous frame">\u25c0</button>'
         '<button type="button" data-play="1" title="Play" aria-pressed="false">\u25b6 Play</button>'
-        '<button type="button" data-next="1" title="Next frame" aria-label="Next frame">\u25b6\u2223</button>'
-        '<button type="button" data-last="1" title="Last frame" aria-label="Last frame">\u23ed</button>'
+        '<button type="button" data-next="1" title="Next frame" aria-label="Next frame">\u25b6</button>'
+        '<button type="button" data-last="1" title="Last frame" aria-label="Last frame">\u25b6|</button>'
         "</div>"
     )
     payload = json.dumps(
