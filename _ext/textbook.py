@@ -15,6 +15,7 @@ chapter's number, in its title and in every reference to it. This extension adds
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -71,7 +72,30 @@ def _kind_and_label(node) -> tuple[str, str, str] | None:
         text = node[0].astext().strip()
         text = re.sub(rf"^{kind}\b\s*", "", text, flags=re.I).strip()
         title = text[1:-1] if text.startswith("(") and text.endswith(")") else text
+    if not title and kind == "exercise":
+        title = _teaser(node)
     return kind, node["label"], title.strip()
+
+
+def _teaser(node, limit: int = 90) -> str:
+    """The opening words of an untitled exercise, up to its first formula (no raw TeX on the page)."""
+    body = next((c for c in node.children if isinstance(c, nodes.section)), None)
+    if body is None:
+        return ""
+    words = []
+    for piece in body.findall(lambda n: isinstance(n, (nodes.Text, nodes.math, nodes.math_block))):
+        if not isinstance(piece, nodes.Text):
+            break
+        if piece.parent is not None and isinstance(piece.parent, (nodes.math, nodes.math_block, nodes.literal_block)):
+            break
+        words.append(piece.astext())
+        if sum(map(len, words)) > limit:
+            break
+    text = " ".join(" ".join(words).split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0]
+    text = text.rstrip(" ,;:")
+    return (text + " …") if len(text) >= 12 else ""
 
 
 def collect_results(app) -> list[tuple[str, str, list[tuple[tuple[int, ...], str, str, str]]]]:
@@ -128,10 +152,29 @@ def _fill_results(app, doctree, docname):
         placeholder.replace_self(content)
 
 
+DESCRIPTION = (
+    "Tokens in Motion: the mathematics of deep transformers as dynamical systems, from one residual layer "
+    "to the mean-field limit, with runnable code and a test for every claim."
+)
+
+
+def _meta(app, pagename, templatename, context, doctree):
+    """A description and an Open Graph title for link previews."""
+    title = context.get("title") or ""
+    tags = context.get("metatags", "")
+    if 'name="description"' not in tags:
+        tags += f'\n<meta name="description" content="{DESCRIPTION}" />'
+    title = html.escape(html.unescape(re.sub(r"<[^>]+>", "", title)), quote=True)
+    tags += f'\n<meta property="og:title" content="{title}" />'
+    tags += f'\n<meta property="og:description" content="{DESCRIPTION}" />'
+    context["metatags"] = tags
+
+
 def setup(app):
     app.add_node(results_list)
     app.add_directive("results-list", ResultsListDirective)
     # before Sphinx's TitleCollector (priority 500) records the title for the navigation
     app.connect("doctree-read", _strip_chapter_number, priority=100)
     app.connect("doctree-resolved", _fill_results)
+    app.connect("html-page-context", _meta)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

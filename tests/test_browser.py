@@ -330,6 +330,14 @@ def test_contents_open_on_a_phone_and_one_search_box(site, browser, name):
         assert len(_visible(page, ".search-button-field, .search-button, input[type=search]")) == 1
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 391, f"the page is {width} px wide on a 390 px screen"
+        # a display equation wider than the screen scrolls inside its box, with a shadow as the cue
+        no_cue = page.evaluate(
+            """() => [...document.querySelectorAll('mjx-container[display="true"]')]
+                 .filter(e => e.scrollWidth > e.clientWidth + 1)
+                 .filter(e => getComputedStyle(e).overflowX !== 'auto'
+                              || !getComputedStyle(e).backgroundImage.includes('gradient')).length"""
+        )
+        assert no_cue == 0, f"{no_cue} wide equations without a scroll cue"
         _check_toggles(page, 390)
         assert not errors, errors
     finally:
