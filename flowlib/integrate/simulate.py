@@ -204,14 +204,14 @@ def simulate(
         If ``x0`` contains NaN/inf (checked once), ``n_steps < 1``, ``save_every < 1``, ``method`` is
         unknown, a time is not finite, the field rejects ``x0`` (e.g. off the sphere), or a
         retraction leaves the sphere of a sphere field.
+    TypeError
+        If ``x0`` is not a floating tensor or ``field`` is not callable.
 
     Notes
     -----
     The loop over steps makes no host synchronisation (the only checks are on ``x0`` and, with a
     retraction and a sphere field, on the first step), so ``torch.compile`` can capture it and
     CUDA kernels are queued without waiting.
-    TypeError
-        If ``x0`` is not a floating tensor or ``field`` is not callable.
 
     Examples
     --------
