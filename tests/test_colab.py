@@ -2,7 +2,8 @@
 
 Colab starts a notebook in an environment that has PyTorch and Jupyter but not flowlib; the
 chapters' identical setup cell (tools/setup_cell.py) then installs the pinned release
-``tokens-in-motion[notebooks]==<version>``, or the requirement named by ``FLOWLIB_REQUIREMENT``. The test
+``tokens-in-motion[notebooks]==<version>`` (or, when PyPI lacks it, the repository's tag ``v<version>``; that
+path is tested offline in tests/test_setup_cells.py), or the requirement named by ``FLOWLIB_REQUIREMENT``. The test
 rebuilds that situation: a fresh virtual environment with only the CPU build of PyTorch and the
 kernel (what Colab provides), then every chapter notebook, copied alone and unchanged into an empty
 folder, executed top to bottom with ``FLOWLIB_REQUIREMENT`` pointing the setup cell at this checkout
@@ -66,6 +67,7 @@ def test_setup_cell_installs_the_pinned_release():
         setup = next(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert setup == setup_cell.chapter_cell(), f"{path.name}: run `make setup-cells`"
         assert f'os.environ.get("{setup_cell.ENV_VAR}", "{setup_cell.requirement()}")' in setup
+        assert f'FLOWLIB_FALLBACK = "{setup_cell.fallback()}"' in setup
 
 
 @pytest.mark.slow
