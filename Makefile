@@ -97,6 +97,15 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_meanfield.py
 	$(PY) benchmarks/report.py
 
+# Chapter 10's training study: one script per study, results with provenance in experiments/results/*.json
+# (committed; the chapter loads them). About 5 min of CPU time on one core, or a GPU when present; see experiments/README.md.
+.PHONY: experiments
+experiments: $(STAMP)
+	rm -rf experiments/results/cache
+	OMP_NUM_THREADS=1 $(PY) experiments/depth_study.py
+	OMP_NUM_THREADS=1 $(PY) experiments/baselines.py
+	OMP_NUM_THREADS=1 $(PY) experiments/geometry_study.py
+
 # GPU tests in their own virtual environment with a CUDA build of torch (the CPU wheel of .venv has no
 # CUDA). Fails, never skips: without an NVIDIA GPU it stops at once with a message; under
 # FLOWLIB_REQUIRE_GPU=1 (tests/conftest.py) a gpu test that skips counts as a failure.
