@@ -399,6 +399,9 @@ def test_beta_is_always_in_the_state_dict():
     # the same keys whether beta is a number, a tensor or a Parameter
     kinds = [2.0, torch.tensor(2.0, dtype=F64), torch.nn.Parameter(torch.tensor(2.0, dtype=F64))]
     assert {tuple(fl.SoftmaxAttention(beta=b).state_dict()) for b in kinds} == {("beta",)}
+    # a matrix left None (the identity) has no key: loading one says how to build the field
+    with pytest.raises(RuntimeError, match="built with Q=None"):
+        fl.SoftmaxAttention().load_state_dict(fl.SoftmaxAttention(Q=torch.eye(2, dtype=F64)).state_dict())
     # sigmoid attention's bias likewise
     sig = fl.SigmoidAttention(bias=-1.0)
     assert sorted(sig.state_dict()) == ["beta", "bias"]

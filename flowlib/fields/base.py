@@ -237,7 +237,8 @@ class AttentionField(VelocityField):
     Parameters
     ----------
     Q, K : Tensor, shape (k, d), optional
-        Query and key matrices (``None`` = identity). A :class:`torch.nn.Parameter` is trainable.
+        Query and key matrices (``None`` = identity, which has no ``state_dict`` key: a checkpoint with
+        a ``Q`` loads into a field built with a ``Q`` tensor). A :class:`torch.nn.Parameter` is trainable.
     V : Tensor, shape (d, d), optional
         Value matrix (``None`` = identity).
     beta : float or Tensor
@@ -357,6 +358,16 @@ class AttentionField(VelocityField):
             self._buffers.update(plain)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        error_msgs = args[-1] if args else kwargs.get("error_msgs")
+        for name in ("Q", "K", "V", "W", "mask"):
+            if prefix + name in state_dict and name in self._buffers and self._buffers[name] is None:
+                if isinstance(error_msgs, list):
+                    shape = tuple(state_dict[prefix + name].shape)
+                    error_msgs.append(
+                        f"the checkpoint has {name} of shape {shape}, but this field was built with {name}=None "
+                        f"(the identity, which has no state_dict key); build it with a {name} tensor of that "
+                        "shape (e.g. torch.eye) to load the checkpoint"
+                    )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         for name in self._scalar_names:
             if self._plain(name) and prefix + name in state_dict:
