@@ -183,27 +183,6 @@ def test_effective_keys_values_and_errors():
         ga.effective_keys(torch.tensor([[1.5, -0.5], [0.5, 0.5]], dtype=F64))
 
 
-@pytest.mark.parametrize("m", [2, 5, 10, 31, 40])
-def test_seed_interval_matches_student_t(m):
-    scipy_stats = pytest.importorskip("scipy.stats")
-    values = torch.linspace(0.0, 1.0, m, dtype=F64) ** 2
-    mean, lo, hi = ga.seed_interval(values)
-    sd = float(values.std(unbiased=True))
-    half = scipy_stats.t.ppf(0.975, m - 1) * sd / math.sqrt(m)
-    assert abs(mean - float(values.mean())) < 1e-12
-    assert abs((hi - lo) / 2 - half) < 2e-3 * half  # the table; above 30 degrees of freedom a close upper bound
-    assert (hi - lo) / 2 >= half * (1 - 1e-3)
-
-
-def test_seed_interval_rejects_bad_input():
-    with pytest.raises(ValueError, match="at least 2"):
-        ga.seed_interval([1.0])
-    with pytest.raises(ValueError, match="finite"):
-        ga.seed_interval([1.0, float("nan")])
-    with pytest.raises(ValueError, match="0.95"):
-        ga.seed_interval([1.0, 2.0], level=0.9)
-
-
 def test_runaway_mean_freezes_the_cloud_and_stable_mean_tracks():
     # Chapter 7: same covariance closure, V = I with K = -Q (runaway mean) against V = -I with K = Q (stable mean)
     q = torch.tensor([[0.6, 0.8]], dtype=F64)

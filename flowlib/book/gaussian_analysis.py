@@ -13,8 +13,9 @@ With :math:`\mu = \mathcal N(\alpha, \Sigma)` and the score :math:`\beta\langle 
   asymptotic variance of the self-normalised velocity estimate (:func:`snis_asymptotic_variance`);
 * the standardised mean :math:`(\alpha^\top\Sigma^{-1}\alpha)^{1/2}`, which grows exactly like :math:`e^{vt}` along the
   closure when :math:`V = vI` (:func:`standardized_mean`), and the effective number of keys of an attention
-  matrix (:func:`effective_keys`), which is near one when attention selects single tokens;
-* a t-interval for a statistic measured over independent seeds (:func:`seed_interval`), the book's seed standard.
+  matrix (:func:`effective_keys`), which is near one when attention selects single tokens.
+
+Intervals over seeds (the book's seed standard) come from :mod:`flowlib.stats`.
 
 All functions take float tensors, batch over no leading dimensions unless stated, and run on the device
 of their input.
@@ -37,13 +38,7 @@ __all__ = [
     "snis_asymptotic_variance",
     "standardized_mean",
     "effective_keys",
-    "seed_interval",
 ]
-
-# two-sided 95% quantiles of Student's t distribution, degrees of freedom 1..30
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)  # df 1..10
-_T975 += (2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086)  # df 11..20
-_T975 += (2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # df 21..30
 
 
 def _matrix(M, name: str, d: int | None = None, like: Tensor | None = None) -> Tensor:
@@ -364,43 +359,3 @@ def effective_keys(weights: Tensor) -> Tensor:
     if bool((P < 0).any()) or not torch.allclose(P.sum(-1), torch.ones((), dtype=P.dtype), atol=1e-6):
         raise ValueError("every row of weights must be a probability vector")
     return 1.0 / (P**2).sum(-1)
-
-
-def seed_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    r"""Mean and two-sided 95% Student-t interval of a statistic measured over independent seeds.
-
-    Parameters
-    ----------
-    values : sequence of float or Tensor, at least 2 values
-        One value of the statistic per seed.
-    level : float
-        Only ``0.95`` is supported.
-
-    Returns
-    -------
-    (mean, low, high) : tuple of float
-        ``mean -/+ t_{0.975, m-1} * sd / sqrt(m)`` for ``m`` values.
-
-    Raises
-    ------
-    ValueError
-        If fewer than two values are given, a value is not finite, or ``level != 0.95``.
-
-    Examples
-    --------
-    >>> from flowlib.book.gaussian_analysis import seed_interval
-    >>> m, lo, hi = seed_interval([1.0, 2.0, 3.0, 4.0, 5.0])
-    >>> m, round(lo, 3), round(hi, 3)
-    (3.0, 1.037, 4.963)
-    """
-    if level != 0.95:
-        raise ValueError(f"only level=0.95 is supported; got {level}")
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    m = v.numel()
-    if m < 2:
-        raise ValueError(f"seed_interval needs at least 2 values; got {m}")
-    if not bool(torch.isfinite(v).all()):
-        raise ValueError("seed_interval got a NaN or infinite value")
-    t = _T975[m - 2] if m - 1 <= len(_T975) else 1.960 + 2.5 / (m - 1)  # t_{0.975, df}; df > 30: a close upper bound
-    mean, half = float(v.mean()), t * float(v.std(unbiased=True)) / math.sqrt(m)
-    return mean, mean - half, mean + half
