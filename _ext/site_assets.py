@@ -16,6 +16,8 @@ After the HTML is written (``build-finished``), each page is rewritten once:
 * **Icon fonts cut to the icons in use.** The theme's Font Awesome web fonts (275 kB for the two a page
   loads) are subset to the code points that the pages' icon classes and the stylesheets use, written as
   WOFF next to the originals, and the theme's stylesheet in the built site points at them (about 10 kB).
+* **No widget state.** The ipywidgets state that a notebook saves (up to 0.5 MB of the explorers' live
+  view) goes: the site shows the explorers' kernel-free view and loads no widget JavaScript.
 * **The search index** (``searchindex.js``) is needed by the search page only.
 """
 
@@ -32,6 +34,9 @@ DATA_URI = re.compile(r"data:image/(png|jpeg|webp|gif);base64,([A-Za-z0-9+/=]+)"
 MIN_BYTES = 4096
 FA_CDN = re.compile(r'<link[^>]+href="https?://[^"]*font-awesome[^"]*"[^>]*>\s*', re.I)
 FA_SCRIPT = re.compile(r'<script[^>]+src="[^"]*scripts/fontawesome\.js[^"]*"[^>]*>\s*</script>\s*')
+#: The ipywidgets state a notebook saves (the explorers' live view, with its images): the site renders the
+#: explorers' HTML view and loads no widget JavaScript (``nb_ipywidgets_js: {}``), so the state is dead weight.
+WIDGET_STATE = re.compile(r'<script type="application/vnd\.jupyter\.widget-state\+json">.*?</script>\s*', re.S)
 SEARCH_INDEX = re.compile(r'<script[^>]+src="[^"]*searchindex\.js[^"]*"[^>]*>\s*</script>\s*')
 IMG = re.compile(r"<img\b([^>]*)>")
 
@@ -57,6 +62,7 @@ def rewrite_page(text: str, page: Path, outdir: Path) -> tuple[str, int]:
             written += 1
         return f"{rel}/{name}"
 
+    text = WIDGET_STATE.sub("", text)
     text = DATA_URI.sub(extract, text)
     text = FA_CDN.sub("", text)
     text = FA_SCRIPT.sub("", text)
