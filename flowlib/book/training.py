@@ -44,6 +44,15 @@ __all__ = [
     "permutation_gap",
     "duplication_gap",
     "fit_slope",
+    "INIT_KINDS",
+    "init_stack",
+    "EnsembleNet",
+    "ensemble_losses",
+    "train_ensemble",
+    "depth_statistics",
+    "coarsen",
+    "mean_ci",
+    "regression_baselines",
 ]
 
 
