@@ -650,7 +650,7 @@ def duplication_gap(net: nn.Module, tokens: Tensor) -> Tensor:
 
 
 def fit_slope(x: object, y: object) -> float:
-    """Least-squares slope of ``log y`` against ``log x`` (the exponent ``p`` of ``y ~ C x^p``).
+    """Least-squares slope of ``log y`` against ``log x`` (the exponent ``p`` of ``y ~ C x^p``): :func:`flowlib.stats.fit_slope`.
 
     Raises
     ------
@@ -663,15 +663,15 @@ def fit_slope(x: object, y: object) -> float:
     >>> round(training.fit_slope([1, 2, 4], [1.0, 0.5, 0.25]), 6)
     -1.0
     """
+    from .. import stats
+
     xs = torch.as_tensor(x, dtype=torch.float64).flatten().cpu()
     ys = torch.as_tensor(y, dtype=torch.float64).flatten().cpu()
     if xs.numel() != ys.numel() or xs.numel() < 2:
         raise ValueError(f"need two sequences of equal length >= 2; got {xs.numel()} and {ys.numel()}")
     if bool((xs <= 0).any()) or bool((ys <= 0).any()):
         raise ValueError("x and y must be positive for a log-log fit")
-    lx, ly = xs.log(), ys.log()
-    lx = lx - lx.mean()
-    return float((lx * (ly - ly.mean())).sum() / (lx * lx).sum())
+    return float(stats.fit_slope(xs, ys))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -974,7 +974,9 @@ def coarsen(weights: Tensor) -> Tensor:
 
 
 def mean_ci(values: object, level: float = 0.95) -> tuple[float, float, float]:
-    r"""Mean and two-sided Student-t confidence interval ``(mean, low, high)`` of a sample of seeds.
+    r"""Mean and two-sided Student-t interval ``(mean, low, high)`` over seeds: :func:`flowlib.stats.mean_interval`.
+
+    A thin alias kept for the chapter-10 code; new code should call :mod:`flowlib.stats` directly.
 
     Raises
     ------
@@ -988,56 +990,10 @@ def mean_ci(values: object, level: float = 0.95) -> tuple[float, float, float]:
     >>> m, round(lo, 3), round(hi, 3)  # t_{0.975, 4} = 2.776, s = 1.581
     (3.0, 1.037, 4.963)
     """
-    from statistics import NormalDist
+    from .. import stats
 
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if v.numel() < 2 or not bool(torch.isfinite(v).all()):
-        raise ValueError("need at least two finite values")
-    n = v.numel()
-    m, s = v.mean().item(), v.std().item()
-    q = _t_quantile(0.5 + level / 2, n - 1) if level == 0.95 else NormalDist().inv_cdf(0.5 + level / 2)
-    half = q * s / math.sqrt(n)
-    return m, m - half, m + half
-
-
-_T975 = [
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-]
-
-
-def _t_quantile(p: float, df: int) -> float:
-    if abs(p - 0.975) > 1e-12:
-        raise ValueError("only the 97.5% quantile is tabulated")
-    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df  # error < 2e-3 beyond df = 30
+    ci = stats.mean_interval(values, level=level)
+    return ci.mean, ci.low, ci.high
 
 
 def regression_baselines(
