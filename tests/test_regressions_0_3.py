@@ -442,16 +442,15 @@ def test_batched_beta_and_vmap_over_beta():
 
 
 def test_no_per_step_graph_break():
-    """user: torch.compile broke the graph at every layer (a functorch probe and .item() in the step)."""
+    """user: torch.compile broke the graph inside every field call (a functorch probe, then .item())."""
     import torch._dynamo as dynamo
 
     field = fl.SoftmaxAttention(Q=torch.nn.Parameter(torch.eye(3)))
     x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
-    counts = []
-    for layers in (2, 6):
-        dynamo.reset()
-        counts.append(dynamo.explain(lambda: fl.residual_stack(field, x, n_layers=layers).final)().graph_break_count)
-    assert counts[0] == counts[1]  # the breaks (checks of x0) do not grow with depth
+    dynamo.reset()
+    explained = dynamo.explain(lambda: fl.residual_stack(field, x, n_layers=4).final)()
+    inside_fields = [r.reason for r in explained.break_reasons if any("/fields/" in f.filename for f in r.user_stack)]
+    assert inside_fields == []  # the only breaks are the checks of x0 before the loop (0.2: 13 breaks, in the fields)
 
 
 def test_py_typed_is_shipped():
