@@ -198,7 +198,7 @@ def other_fields(device, sizes, log) -> list[dict]:
             K=torch.randn(H, 2, d, generator=g),
             V=torch.randn(H, 2, d, generator=g),
         ),
-        "SinkhornAttention (5 half-steps)": fl.SinkhornAttention(beta=0.5, n_iter=5),
+        "SinkhornAttention (5 half-steps)": fl.SinkhornAttention(beta=0.5, n_half_steps=5),
         "SigmoidAttention": fl.SigmoidAttention(beta=0.5, bias=-1.0),
         "SphereAttention": fl.SphereAttention(beta=2.0),
         "SoftmaxAttention, causal": fl.SoftmaxAttention(beta=0.5, causal=True),
