@@ -83,7 +83,7 @@ def test_intro_about_results_and_references(built):
     for chapter in CHAPTERS:
         number = int(re.match(r"(\d+)_", chapter.name).group(1))
         assert re.search(rf"Exercise {number}\.1</strong>", results), f"no exercises of chapter {number} listed"
-    assert re.search(r"Theorem \d+\.\d+</strong> \(?\w", results)  # numbered, with a title
+    assert re.search(r"Theorem \d+\.\d+</strong></a> \(?\w", results)  # numbered, with a title
     bib = (html_dir / "bibliography.html").read_text()
     for key in ["Castin", "Geshkovski", "Sinkformers", "Fein-Ashley"]:
         assert key in bib
