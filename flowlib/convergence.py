@@ -85,12 +85,20 @@ def fit_slope(
         raise ValueError(f"x and y must be 1-D of the same length; got {xs.shape} and {ys.shape}")
     if xs.size < 2:
         raise ValueError(f"need at least two points to fit a slope; got {xs.size}")
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError(f"x and y must be finite; got {xs.tolist()} and {ys.tolist()}")
     for flag, v, name in ((log_x, xs, "x"), (log_y, ys, "y")):
         if flag and not bool((v > 0).all()):
-            raise ValueError(f"{name} must be > 0 on a logarithmic axis; got {v.tolist()}")
+            raise ValueError(
+                f"{name} must be > 0 on a logarithmic axis (positive for a log-log slope); got {v.tolist()}"
+            )
     u = np.log(xs) if log_x else xs
     w = np.log(ys) if log_y else ys
-    return float(np.polyfit(u, w, 1)[0])
+    uc = u - u.mean()
+    denom = float(uc @ uc)
+    if denom == 0.0:
+        raise ValueError(f"the abscissae are all equal: no slope; got x = {xs.tolist()}")
+    return float(uc @ (w - w.mean())) / denom
 
 
 def fit_order(n_steps: Sequence[int], errors: Sequence[float], *, floor: float = 1e-13) -> float:

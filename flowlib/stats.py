@@ -167,6 +167,8 @@ def mean_interval(values: Sequence[float] | Tensor, *, level: float = 0.95) -> M
 def fit_slope(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor, *, log: bool = True) -> float:
     r"""Least-squares slope of ``y`` against ``x``: of :math:`\log y` against :math:`\log x` when ``log``.
 
+    The same fit as :func:`flowlib.convergence.fit_slope` (flowlib has one), for the seed statistics.
+
     A quantity behaving like :math:`C x^p` has log-log slope :math:`p`.
 
     Parameters
@@ -193,21 +195,13 @@ def fit_slope(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor, *, log: 
     >>> fit_slope([0, 1, 2], [1.0, 3.0, 5.0], log=False)
     2.0
     """
-    xs = torch.as_tensor(x, dtype=torch.float64).detach().reshape(-1).cpu()
-    ys = torch.as_tensor(y, dtype=torch.float64).detach().reshape(-1).cpu()
-    if xs.numel() != ys.numel() or xs.numel() < 2:
-        raise ValueError(f"need two sequences of equal length >= 2; got {xs.numel()} and {ys.numel()}")
-    if not bool(torch.isfinite(xs).all() and torch.isfinite(ys).all()):
-        raise ValueError("x and y must be finite")
-    if log:
-        if not bool((xs > 0).all() and (ys > 0).all()):
-            raise ValueError("x and y must be positive for a log-log slope")
-        xs, ys = xs.log(), ys.log()
-    xc = xs - xs.mean()
-    denom = float((xc * xc).sum())
-    if denom == 0.0:
-        raise ValueError("the abscissae are all equal: no slope")
-    return float((xc * (ys - ys.mean())).sum()) / denom
+    from .convergence import fit_slope as _fit_slope  # flowlib's one slope fit
+
+    xs = torch.as_tensor(x, dtype=torch.float64).detach().reshape(-1).cpu().tolist()
+    ys = torch.as_tensor(y, dtype=torch.float64).detach().reshape(-1).cpu().tolist()
+    if len(xs) != len(ys):
+        raise ValueError(f"need two sequences of equal length >= 2; got {len(xs)} and {len(ys)}")
+    return _fit_slope(xs, ys, log_x=log, log_y=log)
 
 
 def slope_interval(
