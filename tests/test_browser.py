@@ -664,10 +664,24 @@ def test_screenshots_of_key_pages(site, browser):
     if ch8:
         page, _ = _open(browser, f"{base}/{ch8}.html", width=1440)
         try:
-            heading = page.locator("h2, h3").filter(has_text=re.compile("[Mm]asked attention")).first
-            if heading.count():
-                heading.scroll_into_view_if_needed()
-                page.evaluate("() => window.scrollBy(0, -80)")
+            found = page.evaluate(
+                """async () => {
+                  const h = [...document.querySelectorAll('article h2, article h3')]
+                    .find(e => /masked attention/i.test(e.textContent));
+                  if (!h) return false;
+                  for (let i = 0; i < 3; i++) {  // images that load above it move it: settle, then re-scroll
+                    h.scrollIntoView({block: 'start'});
+                    window.scrollBy(0, -70);
+                    await new Promise(r => setTimeout(r, 700));
+                    await Promise.all([...document.images].filter(im => {
+                      const r = im.getBoundingClientRect();
+                      return r.bottom > 0 && r.top < innerHeight;
+                    }).map(im => im.decode().catch(() => null)));
+                  }
+                  return true;
+                }"""
+            )
+            if found:
                 page.screenshot(path=str(SCREENSHOTS / "ch08-masked-attention.png"))
         finally:
             page.close()

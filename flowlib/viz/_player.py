@@ -251,15 +251,28 @@ def player_html(
         {"params": params, "frames": frames, "alt": alt, "depth": depth_label, "interval": int(interval)}
     ).replace("</", "<\\/")
     hint_html = f'<p class="flowlib-player-hint">{html.escape(hint)}</p>' if hint else ""
+    w, h = _png_size(first[k0][2]) or (FRAME_PX, FRAME_PX)
+    height = round(DISPLAY_PX * h / w)  # with width: the page keeps the frame's place before it loads
     cls = "flowlib-player flowlib-explorer" if kind == "explorer" else "flowlib-player flowlib-animation"
     return (
         f'<div class="{cls}" id="flp-{uid}"><style>{_STYLE}</style>{hint_html}'
         f'<div class="flowlib-player-controls">{"".join(rows)}</div>{buttons}'
         f'<img class="flowlib-frame flowlib-explorer-frame" alt="{html.escape(alt, quote=True)}" '
-        f'src="{first[k0][2]}" width="{DISPLAY_PX}">'
+        f'src="{first[k0][2]}" width="{DISPLAY_PX}" height="{height}">'
         f'<script type="application/json">{payload}</script>'
         f"<script>{_SCRIPT}</script></div>"
     )
+
+
+def _png_size(uri: str) -> tuple[int, int] | None:
+    """Width and height of a PNG ``data:`` URI, from its header (None if it is not one)."""
+    prefix = "data:image/png;base64,"
+    if not uri.startswith(prefix):
+        return None
+    head = base64.b64decode(uri[len(prefix) : len(prefix) + 32])
+    if head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def frame_count(text: str) -> int:
