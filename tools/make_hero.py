@@ -56,9 +56,7 @@ def draw(theta: np.ndarray) -> Figure:
     order = np.argsort(theta[0] % (2 * math.pi))
     colours = {int(i): cmap(0.9 * (k + 0.5) / len(order)) for k, i in enumerate(order)}
     segs = [np.column_stack([xs[::3, i], ys[::3, i]]).round(3) for i in range(theta.shape[1])]
-    ax.add_collection(
-        LineCollection(segs, colors=[colours[i] for i in range(len(segs))], linewidths=1.1, alpha=0.9)
-    )
+    ax.add_collection(LineCollection(segs, colors=[colours[i] for i in range(len(segs))], linewidths=1.1, alpha=0.9))
     ax.scatter(xs[0], ys[0], s=9, c=[colours[i] for i in range(len(segs))], edgecolors="none", zorder=3)
     ax.scatter(xs[-1], ys[-1], s=42, c=[colours[i] for i in range(len(segs))], edgecolors="k", linewidths=0.4, zorder=4)
     return fig
