@@ -28,7 +28,51 @@ __all__ = [
     "perturbation_growth",
     "euler_step_factor",
     "contraction_step_limit",
+    "spectral_norm",
 ]
+
+
+def spectral_norm(M: Tensor | None, *, name: str = "M") -> float:
+    """Spectral norm (largest singular value) of a matrix, computed in float64; ``None`` is the identity.
+
+    flowlib's one implementation (the book's bounds use it). A stack of matrices ``(..., k, d)`` gives the
+    largest of their norms.
+
+    Parameters
+    ----------
+    M : Tensor of shape (..., k, d), or None
+        The matrix; ``None`` stands for the identity (norm 1).
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        If ``M`` is neither a tensor nor ``None``.
+    ValueError
+        If ``M`` has fewer than two dimensions or a non-finite entry.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.stability.spectral_norm(torch.tensor([[3.0, 0.0], [4.0, 0.0]]))
+    5.0
+    >>> fl.stability.spectral_norm(None)
+    1.0
+    """
+    if M is None:
+        return 1.0
+    if not isinstance(M, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None; got {type(M).__name__}")
+    if M.ndim < 2:
+        raise ValueError(f"{name} must be a matrix of shape (..., k, d); got shape {tuple(M.shape)}")
+    if not bool(torch.isfinite(M).all()):
+        raise ValueError(f"{name} has a non-finite entry")
+    return float(torch.linalg.matrix_norm(M.detach().to(torch.float64), ord=2).max())
 
 
 def field_jacobian(field: Callable, x: Tensor, *, t: float = 0.0) -> Tensor:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_finite, check_positive_int, check_real, check_tokens
+from ..stability import spectral_norm
 from .regularity import invariant_radius, lipschitz_bound
 
 __all__ = [
@@ -52,7 +53,7 @@ def _spectral_norm(m: Tensor | None, name: str, d: int | None = None) -> float:
     if d is not None and m.shape[-1] != d:
         raise ValueError(f"{name} must have {d} columns; got shape {tuple(m.shape)}")
     check_finite(m, name)
-    return float(torch.linalg.matrix_norm(m.to(torch.float64), ord=2))
+    return spectral_norm(m, name=name)
 
 
 def max_token_norm(x: Tensor) -> Tensor:

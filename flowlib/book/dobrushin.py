@@ -34,6 +34,9 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int, check_real
+from ..convergence import fit_slope
+from ..gaussian import score_matrix
+from ..stability import spectral_norm
 
 __all__ = [
     "AttentionConstants",
@@ -79,13 +82,9 @@ class AttentionConstants:
 
 
 def _norm(M: Tensor | None, name: str) -> float:
-    if M is None:
-        return 1.0
-    if not isinstance(M, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None; got {type(M).__name__}")
-    if M.ndim != 2:
+    if isinstance(M, Tensor) and M.ndim != 2:
         raise ValueError(f"{name} must be a matrix; got shape {tuple(M.shape)}")
-    return float(torch.linalg.matrix_norm(M.to(torch.float64), ord=2))
+    return spectral_norm(M, name=name)
 
 
 def _score_norm(Q: Tensor | None, K: Tensor | None, beta: float) -> float:
@@ -99,7 +98,7 @@ def _score_norm(Q: Tensor | None, K: Tensor | None, beta: float) -> float:
             raise TypeError(f"{name} must be a (k, d) torch.Tensor")
     if Q.shape != K.shape:
         raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Q.shape)} and {tuple(K.shape)}")
-    return beta * _norm(K.T.to(torch.float64) @ Q.to(torch.float64), "K^T Q")
+    return beta * _norm(score_matrix(Q.to(torch.float64), K.to(torch.float64)), "K^T Q")
 
 
 def attention_constants(
@@ -325,10 +324,7 @@ class TwoSampleStudy:
 
 
 def _slope(sizes: Sequence[int], values: Sequence[float]) -> float:
-    lx = torch.log(torch.tensor(sizes, dtype=torch.float64))
-    ly = torch.log(torch.tensor(values, dtype=torch.float64))
-    lx = lx - lx.mean()
-    return float((lx * (ly - ly.mean())).sum() / (lx * lx).sum())
+    return fit_slope(list(sizes), list(values))  # flowlib's one slope fit
 
 
 def two_sample_study(

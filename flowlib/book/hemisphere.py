@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_positive_int, check_real, check_tokens
+from ..convergence import fit_slope
 
 __all__ = [
     "wendel_probability",
@@ -370,7 +371,4 @@ def decay_rate(t: Tensor, y: Tensor, *, lo: float = 1e-12, hi: float = 1e-2) -> 
     keep = (y > lo) & (y < hi)
     if int(keep.sum()) < 3:
         raise ValueError(f"need at least 3 points with {lo:g} < y < {hi:g}; got {int(keep.sum())}")
-    tk, ly = t[keep], torch.log(y[keep])
-    tc = tk - tk.mean()
-    slope = (tc * (ly - ly.mean())).sum() / (tc * tc).sum()
-    return float(-slope)
+    return -fit_slope(t[keep].tolist(), y[keep].tolist(), log_x=False)  # flowlib's one slope fit

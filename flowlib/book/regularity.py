@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 
 from .._validation import check_matrix, check_positive_int, check_real, check_tokens
+from ..gaussian import score_matrix
+from ..stability import spectral_norm
 
 __all__ = [
     "score_operator",
@@ -77,7 +79,7 @@ def score_operator(Q: Tensor | None = None, K: Tensor | None = None) -> Tensor |
     K = check_matrix(K, "K", like=Q)
     if Q.shape[-2:] != K.shape[-2:]:
         raise ValueError(f"Q and K must have the same shape (k, d); got {tuple(Q.shape)} and {tuple(K.shape)}")
-    return K.mT @ Q
+    return score_matrix(Q, K)  # flowlib's one A = beta K^T Q, here with beta = 1
 
 
 def attention_jacobian(
@@ -200,7 +202,7 @@ def max_block_row_norm(J: Tensor) -> Tensor:
 
 
 def _op_norm(M: Tensor | None) -> float:
-    return 1.0 if M is None else float(torch.linalg.matrix_norm(M.to(torch.float64), ord=2).max())
+    return spectral_norm(M)
 
 
 def lipschitz_bound(
