@@ -27,9 +27,11 @@ $(TORCH_STAMP): FORCE
 
 $(STAMP): requirements.txt pyproject.toml $(TORCH_STAMP)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
+	# torch alone from the CPU index (--no-deps: its dependencies come from PyPI with everything else below,
+	# so an unreachable CPU index costs one look-up, not one per package)
+	$(PY) -m pip install -q --no-deps --retries 1 "$(TORCH_SPEC)" --extra-index-url $(TORCH_INDEX)
 	$(PY) -m pip uninstall -q -y flowlib 2>/dev/null || true  # the distribution's name before 0.2.0's release
-	$(PY) -m pip install -q -r requirements.txt -e ".[dev,book,ot]" --extra-index-url $(TORCH_INDEX)
+	$(PY) -m pip install -q -r requirements.txt -e ".[dev,book,ot]"
 	$(PY) -c "import torch; print('make: torch', torch.__version__, 'in $(VENV)')"
 	touch $(STAMP)
 
