@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments import _common  # noqa: E402
 from experiments.depth_study import CONFIG as DEPTH_CONFIG  # noqa: E402
+from flowlib import diagnostics  # noqa: E402
 from flowlib.book import training as tr  # noqa: E402
 
 CONFIG = {
@@ -46,8 +47,8 @@ def summary(x: torch.Tensor) -> dict:
     """Mean over prompts of token norm, centred effective rank and pairwise cosine; x is (..., prompts, n, d)."""
     return {
         "norm": x.norm(dim=-1).mean(dim=(-2, -1)),
-        "rank": tr.effective_rank(x, center=True).mean(-1),
-        "cosine": tr.mean_pairwise_cosine(x).mean(-1),
+        "rank": diagnostics.effective_rank(x, center=True).mean(-1),
+        "cosine": diagnostics.mean_pairwise_cosine(x).mean(-1),
     }
 
 

@@ -25,6 +25,8 @@ __all__ = [
     "cluster_count",
     "clustered_fraction",
     "phase_diagram",
+    "effective_rank",
+    "mean_pairwise_cosine",
 ]
 
 
@@ -371,3 +373,57 @@ def phase_diagram(
     traj = simulate(field, x0, t1=t1, n_steps=n_steps, method="euler", retraction=unit_normalize, save_every=save_every)
     frac = clustered_fraction(traj.x, threshold=threshold).mean(dim=-1)  # (S, B)
     return traj.t, frac.mT.cpu()
+
+
+def effective_rank(x: Tensor, *, center: bool = False) -> Tensor:
+    r"""Effective rank :math:`\exp(-\sum_k p_k\log p_k)`, :math:`p_k = \sigma_k/\sum_j\sigma_j`, of token matrices.
+
+    :math:`\sigma_k` are the singular values of the ``(n, d)`` matrix (of the centred one if ``center``);
+    the value lies in :math:`[1, \min(n, d)]` and equals ``r`` for ``r`` equal non-zero singular values.
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., n, d)
+
+    Returns
+    -------
+    Tensor, shape (...)
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.diagnostics.effective_rank(torch.eye(3, dtype=torch.float64))
+    tensor(3.0000, dtype=torch.float64)
+    """
+    x = check_tokens(x)
+    if center:
+        x = x - x.mean(dim=-2, keepdim=True)
+    s = torch.linalg.svdvals(x)
+    p = s / s.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    ent = -(p * torch.log(p.clamp_min(torch.finfo(x.dtype).tiny))).sum(dim=-1)
+    return torch.exp(ent)
+
+
+def mean_pairwise_cosine(x: Tensor) -> Tensor:
+    r"""Mean of :math:`\cos\angle(x_i, x_j)` over pairs ``i != j``, shape ``(...)`` for ``x`` of shape ``(..., n, d)``.
+
+    It is 1 exactly when all tokens point the same way (one cluster on the sphere after normalisation).
+
+    Raises
+    ------
+    ValueError
+        If ``n < 2``.
+
+    Examples
+    --------
+    >>> import torch, flowlib as fl
+    >>> fl.diagnostics.mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
+    tensor(1.)
+    """
+    x = check_tokens(x)
+    n = x.shape[-2]
+    if n < 2:
+        raise ValueError(f"need n >= 2 tokens; got {n}")
+    u = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    G = u @ u.mT
+    return (G.sum(dim=(-2, -1)) - G.diagonal(dim1=-2, dim2=-1).sum(-1)) / (n * (n - 1))

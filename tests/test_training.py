@@ -135,13 +135,13 @@ def test_refinement_gap_of_smooth_weights_is_first_order():
 def test_effective_rank_and_cosine_closed_forms():
     x = torch.zeros(4, 3, dtype=F64)
     x[0, 0] = x[1, 1] = x[2, 2] = 2.0
-    assert tr.effective_rank(x).item() == pytest.approx(3.0, abs=1e-12)  # three equal singular values
-    assert tr.effective_rank(torch.ones(5, 3, dtype=F64)).item() == pytest.approx(1.0, abs=1e-12)
+    assert fl.diagnostics.effective_rank(x).item() == pytest.approx(3.0, abs=1e-12)  # three equal singular values
+    assert fl.diagnostics.effective_rank(torch.ones(5, 3, dtype=F64)).item() == pytest.approx(1.0, abs=1e-12)
     y = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=F64)
     # pairs: (1,2) 0, (1,3) -1, (2,3) 0 -> mean -1/3
-    assert tr.mean_pairwise_cosine(y).item() == pytest.approx(-1.0 / 3.0, abs=1e-14)
+    assert fl.diagnostics.mean_pairwise_cosine(y).item() == pytest.approx(-1.0 / 3.0, abs=1e-14)
     with pytest.raises(ValueError):
-        tr.mean_pairwise_cosine(y[:1])
+        fl.diagnostics.mean_pairwise_cosine(y[:1])
 
 
 def test_equivariance_and_what_breaks_it():

@@ -12,7 +12,7 @@ of its step, so that the weights are samples of a *depth function* :math:`\theta
 
 The helpers measure what chapter 10 asks of a trained network: the regularity of the weights in depth
 (:func:`depth_increments`), the gap to a finer discretisation of the same depth function (:func:`refine`,
-:func:`refinement_gap`), the geometry of the tokens per layer (:func:`effective_rank`, :func:`mean_pairwise_cosine`)
+:func:`refinement_gap`), the geometry of the tokens per layer (:func:`flowlib.diagnostics.effective_rank`, :func:`flowlib.diagnostics.mean_pairwise_cosine`)
 and the dependence on the input only through its empirical measure (:func:`permutation_gap`,
 :func:`duplication_gap`). Tokens have shape ``(..., n, d)``; everything follows the device and dtype of the
 network's parameters. No global state: randomness comes from explicit :class:`torch.Generator` objects.
@@ -39,8 +39,6 @@ __all__ = [
     "depth_increments",
     "refine",
     "refinement_gap",
-    "effective_rank",
-    "mean_pairwise_cosine",
     "permutation_gap",
     "duplication_gap",
     "fit_slope",
@@ -534,62 +532,6 @@ def refinement_gap(net: ResidualAttentionNet, tokens: Tensor) -> Tensor:
     fine = _like(net, refine(net.weights())).to(tokens.device)
     with torch.no_grad():
         return (net(tokens) - fine(tokens)).norm(dim=-1).mean()
-
-
-def effective_rank(x: Tensor, *, center: bool = False) -> Tensor:
-    r"""Effective rank :math:`\exp(-\sum_k p_k\log p_k)`, :math:`p_k = \sigma_k/\sum_j\sigma_j`, of token matrices.
-
-    :math:`\sigma_k` are the singular values of the ``(n, d)`` matrix (of the centred one if ``center``);
-    the value lies in :math:`[1, \min(n, d)]` and equals ``r`` for ``r`` equal non-zero singular values.
-
-    Parameters
-    ----------
-    x : Tensor, shape (..., n, d)
-
-    Returns
-    -------
-    Tensor, shape (...)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from flowlib.book import training
-    >>> training.effective_rank(torch.eye(3, dtype=torch.float64))
-    tensor(3.0000, dtype=torch.float64)
-    """
-    x = check_tokens(x)
-    if center:
-        x = x - x.mean(dim=-2, keepdim=True)
-    s = torch.linalg.svdvals(x)
-    p = s / s.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    ent = -(p * torch.log(p.clamp_min(torch.finfo(x.dtype).tiny))).sum(dim=-1)
-    return torch.exp(ent)
-
-
-def mean_pairwise_cosine(x: Tensor) -> Tensor:
-    r"""Mean of :math:`\cos\angle(x_i, x_j)` over pairs ``i != j``, shape ``(...)`` for ``x`` of shape ``(..., n, d)``.
-
-    It is 1 exactly when all tokens point the same way (one cluster on the sphere after normalisation).
-
-    Raises
-    ------
-    ValueError
-        If ``n < 2``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from flowlib.book import training
-    >>> training.mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [2.0, 0.0]]))
-    tensor(1.)
-    """
-    x = check_tokens(x)
-    n = x.shape[-2]
-    if n < 2:
-        raise ValueError(f"need n >= 2 tokens; got {n}")
-    u = x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    G = u @ u.mT
-    return (G.sum(dim=(-2, -1)) - G.diagonal(dim1=-2, dim2=-1).sum(-1)) / (n * (n - 1))
 
 
 def permutation_gap(net: nn.Module, tokens: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
