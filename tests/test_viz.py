@@ -46,7 +46,17 @@ def test_plot_tokens_3d(traj):
     g = torch.Generator().manual_seed(1)
     x0 = fl.uniform_sphere(6, 3, generator=g)
     t3 = fl.simulate(fl.SphereAttention(), x0, t1=1.0, n_steps=5, retraction=fl.unit_normalize)
-    assert isinstance(viz.plot_tokens(t3), matplotlib.figure.Figure)
+    fig = viz.plot_tokens(t3)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    ax = fig.axes[0]
+    assert ax.name == "3d"  # a 3-D axes, not a projection onto two coordinates
+    # the six final tokens are drawn where they are: the scatter's 3-D offsets are the tokens
+    pts = [c for c in ax.collections if hasattr(c, "_offsets3d")]
+    assert pts, "no 3-D scatter of the tokens"
+    xs, ys, zs = (torch.as_tensor(list(a), dtype=torch.float64) for a in pts[-1]._offsets3d)
+    final = t3.final.to(torch.float64)
+    assert len(xs) == 6 and torch.allclose(torch.stack([xs, ys, zs], -1), final, atol=1e-6)
+    matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="d in"):
         viz.plot_tokens(torch.zeros(3, 4))
 
