@@ -19,7 +19,8 @@ CHAPTERS = sorted(p.relative_to(ROOT).with_suffix("") for p in (ROOT / "chapters
 #: owner/name of the repository (``repository.url`` in _config.yml, the one place it is written)
 REPO = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
 REPO = REPO.removeprefix("https://github.com/")
-MAX_CHAPTER_SECONDS = 120
+MAX_CHAPTER_SECONDS = 60  # per chapter (DEVELOPERS.md); chapter 10, the trained networks: 120
+CHAPTER_BUDGET = {"10_trained_transformers": 120}
 #: A chapter's HTML, now that the players' frames are image files of their own (_ext/site_assets.py).
 MAX_PAGE_BYTES = 1_000_000
 
@@ -38,8 +39,8 @@ def test_every_chapter_executes_within_budget(built):
     _, log = built
     times = {Path(p).stem: float(t) for p, t in re.findall(r"(\S+\.ipynb): Executed notebook in ([\d.]+) seconds", log)}
     assert set(times) == {c.name for c in CHAPTERS}, times
-    slow = {k: v for k, v in times.items() if v > MAX_CHAPTER_SECONDS}
-    assert not slow, f"chapters over {MAX_CHAPTER_SECONDS}s: {slow}"
+    slow = {k: v for k, v in times.items() if v > CHAPTER_BUDGET.get(k, MAX_CHAPTER_SECONDS)}
+    assert not slow, f"chapters over their budget ({MAX_CHAPTER_SECONDS} s; {CHAPTER_BUDGET}): {slow}"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.name)
