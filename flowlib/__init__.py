@@ -18,6 +18,8 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from .book import _MODULES as _BOOK_MODULES  # the book layer's modules (their 0.2 top-level names)
+
 __version__ = "0.3.0"
 
 # name -> submodule that defines it (the curated, stable top level)
@@ -118,18 +120,6 @@ _MOVED_NAMES: dict[str, str] = {
     "phase_diagram": "diagnostics",
     "conditional_wasserstein": "measures",
 }
-_BOOK_MODULES = (
-    "approximation",
-    "contraction",
-    "coupling",
-    "dobrushin",
-    "gaussian_analysis",
-    "hemisphere",
-    "masked",
-    "regularity",
-    "splitting",
-    "training",
-)
 
 __all__ = ["__version__", *_CORE, *_SUBMODULES]
 
