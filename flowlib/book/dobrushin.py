@@ -323,10 +323,6 @@ class TwoSampleStudy:
     sliced_slope: float
 
 
-def _slope(sizes: Sequence[int], values: Sequence[float]) -> float:
-    return fit_slope(list(sizes), list(values))  # flowlib's one slope fit
-
-
 def two_sample_study(
     sample: Callable[[int, torch.Generator], Tensor],
     sizes: Sequence[int],
@@ -419,4 +415,4 @@ def two_sample_study(
         if P is None:
             P = random_directions(X.shape[-1], n_projections, generator=generator, dtype=X.dtype)
         sl.append(float(sliced_wasserstein(X, Y, p=1, projections=P).mean()))  # batched over the pairs
-    return TwoSampleStudy(sizes, tuple(w1), tuple(sl), _slope(sizes, w1), _slope(sizes, sl))
+    return TwoSampleStudy(sizes, tuple(w1), tuple(sl), fit_slope(sizes, w1), fit_slope(sizes, sl))

@@ -607,13 +607,7 @@ def fit_slope(x: object, y: object) -> float:
     """
     from .. import stats
 
-    xs = torch.as_tensor(x, dtype=torch.float64).flatten().cpu()
-    ys = torch.as_tensor(y, dtype=torch.float64).flatten().cpu()
-    if xs.numel() != ys.numel() or xs.numel() < 2:
-        raise ValueError(f"need two sequences of equal length >= 2; got {xs.numel()} and {ys.numel()}")
-    if bool((xs <= 0).any()) or bool((ys <= 0).any()):
-        raise ValueError("x and y must be positive for a log-log fit")
-    return float(stats.fit_slope(xs, ys))
+    return stats.fit_slope(x, y)  # validates lengths and positivity
 
 
 # --------------------------------------------------------------------------------------------------------------
