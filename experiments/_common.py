@@ -15,17 +15,22 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
+CODE_PATHS = ("flowlib/book/training.py", "experiments", ":!experiments/results")  # what produces the results
 
 
 def provenance(**extra) -> dict:
-    """Seeds and settings are passed in ``extra``; this adds commit, versions, device and machine load."""
+    """Seeds and settings are passed in ``extra``; this adds commit, versions, device and machine load.
+
+    ``git_dirty_training_or_experiments`` flags uncommitted changes to the code that produced the results
+    (``flowlib/book/training.py`` and ``experiments/``, the results files themselves excluded).
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "status", "--porcelain", "--", "flowlib/book/training.py", "experiments"],
+                ["git", "status", "--porcelain", "--", *CODE_PATHS],
                 cwd=ROOT.parent,
                 capture_output=True,
                 text=True,
