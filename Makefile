@@ -100,14 +100,17 @@ bench: $(STAMP)
 	$(PY) benchmarks/report.py
 
 # Chapter 10's training study: one script per study, results with provenance in experiments/results/*.json
-# (committed; the chapter loads them). About 29 min of CPU time, run as two parallel single-thread processes (depth 64,
-# and the other depths, about equal shares): about 15 min on two cores; a GPU is used when present. See experiments/README.md.
+# (committed; the chapter loads them). About 55 min of CPU time, each study run as two parallel single-thread processes
+# of about equal shares: about 28 min on two cores; a GPU is used when present. See experiments/README.md.
 .PHONY: experiments
 experiments: $(STAMP)
 	rm -rf experiments/results/cache
 	OMP_NUM_THREADS=1 $(PY) experiments/depth_study.py --only 64 & part=$$!; \
 	OMP_NUM_THREADS=1 $(PY) experiments/depth_study.py --only 2 4 8 16 32 && wait $$part
 	OMP_NUM_THREADS=1 $(PY) experiments/depth_study.py
+	OMP_NUM_THREADS=1 $(PY) experiments/long_training.py --only 16 & part=$$!; \
+	OMP_NUM_THREADS=1 $(PY) experiments/long_training.py --only 4 8 && wait $$part
+	OMP_NUM_THREADS=1 $(PY) experiments/long_training.py
 	OMP_NUM_THREADS=1 $(PY) experiments/baselines.py
 	OMP_NUM_THREADS=1 $(PY) experiments/geometry_study.py
 

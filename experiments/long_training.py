@@ -1,0 +1,79 @@
+"""Chapter 10, study 3: does longer training change the conclusions? The depth study trained four times longer.
+
+The networks of ``depth_study.py`` at L = 4, 8, 16 (same seeds, same prompt streams, same settings) trained for
+24,000 steps instead of 6,000, with extra checkpoints at 9,000, 12,000, 18,000 and 24,000. Training is deterministic
+given the seeds, so the first 6,000 steps repeat the depth study exactly (the chapter checks this); what is new is
+how the loss and the statistics move over two more doublings of training time. Output:
+experiments/results/long_training.json.
+
+Run: ``python experiments/long_training.py`` (about 25 min of CPU time on one core);
+``--only L [L ...]`` runs some depths into results/cache/ so that they can run in parallel processes
+(``make experiments`` runs L = 16 and L = 4, 8 side by side, about 14 min on two cores).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from experiments import _common  # noqa: E402
+from experiments.depth_study import CONFIG as DEPTH_CONFIG  # noqa: E402
+from experiments.depth_study import cross_depth, run_depth  # noqa: E402
+
+CONFIG = {
+    **DEPTH_CONFIG,
+    "depths": [4, 8, 16],
+    "steps": 24000,
+    "checkpoints": [*DEPTH_CONFIG["checkpoints"], 9000, 12000, 18000, 24000],
+    "curve_window": 200,
+}
+CACHE = _common.RESULTS / "cache"
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    dev = _common.device()
+    only = [int(a) for a in argv[argv.index("--only") + 1 :]] if "--only" in argv else None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    prov = _common.provenance(config=CONFIG)
+    prov["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name()
+    runs, timing = {}, {}
+    for L in only or CONFIG["depths"]:
+        cache = CACHE / f"long_L{L}.pt"
+        if only is None and cache.exists():
+            blob = torch.load(cache, weights_only=False)
+            if blob["config"] == CONFIG:
+                runs[L], timing[L] = blob["run"], blob["timing"]
+                continue
+        c0, w0 = time.process_time(), time.perf_counter()
+        runs[L] = run_depth(L, CONFIG, device=dev)
+        timing[L] = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
+        torch.save({"config": CONFIG, "run": runs[L], "timing": timing[L]}, cache)
+        print(
+            f"long training, L = {L:>3}: {timing[L]['cpu_s']:.0f} s CPU, {timing[L]['wall_s']:.0f} s wall", flush=True
+        )
+    if only is not None:
+        return
+    cross = {f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], CONFIG) for L in CONFIG["depths"] if 2 * L in runs}
+    prov.update(
+        cpu_time_s=sum(t["cpu_s"] for t in timing.values()),
+        wall_time_s=sum(t["wall_s"] for t in timing.values()),
+        per_depth=timing,
+        finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    payload = {
+        "provenance": prov,
+        "members": [{"init": k, "seed": s} for k in CONFIG["inits"] for s in CONFIG["seeds"]],
+        "depths": {str(L): {"checkpoints": r["checkpoints"], "curve": r["curve"]} for L, r in runs.items()},
+        "cross_depth": cross,
+    }
+    path = _common.write("long_training.json", payload)
+    print(f"wrote {path}: {prov['cpu_time_s']:.0f} s CPU (sum over depths)", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
