@@ -158,6 +158,24 @@ def merge(parts: list[tuple[list[int], dict]], config: dict) -> dict:
     }
 
 
+def load_cached(cache: Path, config: dict) -> tuple[dict, dict] | None:
+    """The run and timing stored at ``cache`` if it exists and was made with ``config``, else None."""
+    if not cache.exists():
+        return None
+    blob = torch.load(cache, weights_only=False)
+    return (blob["run"], blob["timing"]) if blob["config"] == config else None
+
+
+def train_and_cache(L: int, config: dict, cache: Path, device: torch.device | str) -> tuple[dict, dict]:
+    """Train every member of depth ``L`` under ``config``, store run and timing at ``cache``, return both."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    run = run_depth(L, config, device=device)
+    timing = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
+    torch.save({"config": config, "run": run, "timing": timing}, cache)
+    print(f"{cache.stem}: {timing['cpu_s']:.0f} s CPU, {timing['wall_s']:.0f} s wall", flush=True)
+    return run, timing
+
+
 def main(argv: list[str]) -> None:
     """``depth_study.py``: run every depth not yet cached, then assemble; ``--only L [L ...]``: just those depths;
     ``--only L --seeds s [s ...]``: one depth for some seeds (the assembly merges such parts); ``--available``:
@@ -186,11 +204,10 @@ def main(argv: list[str]) -> None:
     runs, timing = {}, {}
     for L in only or CONFIG["depths"]:
         cache = CACHE / f"L{L}.pt"
-        if only is None and cache.exists():
-            blob = torch.load(cache, weights_only=False)
-            if blob["config"] == CONFIG:
-                runs[L], timing[L] = blob["run"], blob["timing"]
-                continue
+        stored = load_cached(cache, CONFIG) if only is None else None
+        if stored is not None:
+            runs[L], timing[L] = stored
+            continue
         parts = [torch.load(f, weights_only=False) for f in sorted(CACHE.glob(f"L{L}_seeds*.pt"))]
         parts = [b for b in parts if b["config"] == CONFIG]
         if only is None and sorted(s for b in parts for s in b["seeds"]) == sorted(CONFIG["seeds"]):
@@ -200,11 +217,7 @@ def main(argv: list[str]) -> None:
             continue
         if available_only:
             continue
-        c0, w0 = time.process_time(), time.perf_counter()
-        runs[L] = run_depth(L, CONFIG, device=dev)
-        timing[L] = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
-        torch.save({"config": CONFIG, "run": runs[L], "timing": timing[L]}, cache)
-        print(f"L = {L:>3}: {timing[L]['cpu_s']:.0f} s CPU, {timing[L]['wall_s']:.0f} s wall", flush=True)
+        runs[L], timing[L] = train_and_cache(L, CONFIG, cache, dev)
     if only is not None:
         return
     cross = {f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], CONFIG) for L in CONFIG["depths"] if 2 * L in runs}

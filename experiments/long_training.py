@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments import _common  # noqa: E402
 from experiments.depth_study import CONFIG as DEPTH_CONFIG  # noqa: E402
-from experiments.depth_study import cross_depth, run_depth  # noqa: E402
+from experiments.depth_study import cross_depth, load_cached, train_and_cache  # noqa: E402
 
 CONFIG = {
     **DEPTH_CONFIG,
@@ -44,18 +44,8 @@ def main(argv: list[str]) -> None:
     runs, timing = {}, {}
     for L in only or CONFIG["depths"]:
         cache = CACHE / f"long_L{L}.pt"
-        if only is None and cache.exists():
-            blob = torch.load(cache, weights_only=False)
-            if blob["config"] == CONFIG:
-                runs[L], timing[L] = blob["run"], blob["timing"]
-                continue
-        c0, w0 = time.process_time(), time.perf_counter()
-        runs[L] = run_depth(L, CONFIG, device=dev)
-        timing[L] = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0}
-        torch.save({"config": CONFIG, "run": runs[L], "timing": timing[L]}, cache)
-        print(
-            f"long training, L = {L:>3}: {timing[L]['cpu_s']:.0f} s CPU, {timing[L]['wall_s']:.0f} s wall", flush=True
-        )
+        stored = load_cached(cache, CONFIG) if only is None else None
+        runs[L], timing[L] = stored if stored is not None else train_and_cache(L, CONFIG, cache, dev)
     if only is not None:
         return
     cross = {f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], CONFIG) for L in CONFIG["depths"] if 2 * L in runs}
