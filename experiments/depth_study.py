@@ -176,6 +176,24 @@ def train_and_cache(L: int, config: dict, cache: Path, device: torch.device | st
     return run, timing
 
 
+def assemble(runs: dict, timing: dict, config: dict, prov: dict) -> dict:
+    """The results file: provenance (with CPU and wall time), members, per-depth checkpoints and curves, cross-depth."""
+    prov.update(
+        cpu_time_s=sum(t["cpu_s"] for t in timing.values()),
+        wall_time_s=sum(t["wall_s"] for t in timing.values()),
+        per_depth=timing,
+        finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    return {
+        "provenance": prov,
+        "members": [{"init": k, "seed": s} for k in config["inits"] for s in config["seeds"]],
+        "depths": {str(L): {"checkpoints": r["checkpoints"], "curve": r["curve"]} for L, r in runs.items()},
+        "cross_depth": {
+            f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], config) for L in config["depths"] if 2 * L in runs
+        },
+    }
+
+
 def main(argv: list[str]) -> None:
     """``depth_study.py``: run every depth not yet cached, then assemble; ``--only L [L ...]``: just those depths;
     ``--only L --seeds s [s ...]``: one depth for some seeds (the assembly merges such parts); ``--available``:
@@ -220,21 +238,9 @@ def main(argv: list[str]) -> None:
         runs[L], timing[L] = train_and_cache(L, CONFIG, cache, dev)
     if only is not None:
         return
-    cross = {f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], CONFIG) for L in CONFIG["depths"] if 2 * L in runs}
-    prov.update(
-        cpu_time_s=sum(t["cpu_s"] for t in timing.values()),
-        wall_time_s=sum(t["wall_s"] for t in timing.values()),
-        per_depth=timing,
-        depths_run=sorted(runs),
-        finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    members = [{"init": k, "seed": s} for k in CONFIG["inits"] for s in CONFIG["seeds"]]
-    payload = {
-        "provenance": prov,
-        "members": members,
-        "depths": {str(L): {"checkpoints": r["checkpoints"], "curve": r["curve"]} for L, r in runs.items()},
-        "cross_depth": cross,
-    }
+    prov["depths_run"] = sorted(runs)
+    payload = assemble(runs, timing, CONFIG, prov)
+    members = payload["members"]
     path = _common.write("depth_study.json", payload)
     weights = {
         "provenance": {"see": "depth_study.json", "git_commit": prov["git_commit"]},

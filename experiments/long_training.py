@@ -14,7 +14,6 @@ Run: ``python experiments/long_training.py`` (about 23 min of CPU time on one co
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments import _common  # noqa: E402
 from experiments.depth_study import CONFIG as DEPTH_CONFIG  # noqa: E402
-from experiments.depth_study import cross_depth, load_cached, train_and_cache  # noqa: E402
+from experiments.depth_study import assemble, load_cached, train_and_cache  # noqa: E402
 
 CONFIG = {
     **DEPTH_CONFIG,
@@ -48,19 +47,7 @@ def main(argv: list[str]) -> None:
         runs[L], timing[L] = stored if stored is not None else train_and_cache(L, CONFIG, cache, dev)
     if only is not None:
         return
-    cross = {f"{L}-{2 * L}": cross_depth(runs[L], runs[2 * L], CONFIG) for L in CONFIG["depths"] if 2 * L in runs}
-    prov.update(
-        cpu_time_s=sum(t["cpu_s"] for t in timing.values()),
-        wall_time_s=sum(t["wall_s"] for t in timing.values()),
-        per_depth=timing,
-        finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    payload = {
-        "provenance": prov,
-        "members": [{"init": k, "seed": s} for k in CONFIG["inits"] for s in CONFIG["seeds"]],
-        "depths": {str(L): {"checkpoints": r["checkpoints"], "curve": r["curve"]} for L, r in runs.items()},
-        "cross_depth": cross,
-    }
+    payload = assemble(runs, timing, CONFIG, prov)
     path = _common.write("long_training.json", payload)
     print(f"wrote {path}: {prov['cpu_time_s']:.0f} s CPU (sum over depths)", flush=True)
 
