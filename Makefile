@@ -100,8 +100,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/report.py
 
 # Chapter 10's training study: one script per study, results with provenance in experiments/results/*.json
-# (committed; the chapter loads them). About 55 min of CPU time, each study run as two parallel single-thread processes
-# of about equal shares: about 28 min on two cores; a GPU is used when present. See experiments/README.md.
+# (committed; the chapter loads them). About 50 min of CPU time, each study run as two parallel single-thread processes
+# of about equal shares: measured 26 min 27 s on two cores; a GPU is used when present. See experiments/README.md.
 .PHONY: experiments
 experiments: $(STAMP)
 	rm -rf experiments/results/cache

@@ -6,8 +6,8 @@ of training the script records, per member: the test loss, robust regularity sta
 compares the networks trained at L and 2L (depth functions and predictions). Output:
 experiments/results/depth_study.json (and depth_study_weights.json: the final weights at L = 8 and 32).
 
-Run: ``python experiments/depth_study.py`` (about 27 min of CPU time on one core; uses a GPU when present).
-``make experiments`` runs depth 64 and the other depths in two parallel processes (about 15 min on two cores).
+Run: ``python experiments/depth_study.py`` (about 26 min of CPU time on one core; uses a GPU when present).
+``make experiments`` runs depth 64 and the other depths in two parallel processes (about 13 min on two cores).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ given the seeds, so the first 6,000 steps repeat the depth study exactly (the ch
 how the loss and the statistics move over two more doublings of training time. Output:
 experiments/results/long_training.json.
 
-Run: ``python experiments/long_training.py`` (about 23 min of CPU time on one core);
+Run: ``python experiments/long_training.py`` (about 24 min of CPU time on one core);
 ``--only L [L ...]`` runs some depths into results/cache/ so that they can run in parallel processes
-(``make experiments`` runs L = 16 and L = 4, 8 side by side, about 14 min on two cores).
+(``make experiments`` runs L = 16 and L = 4, 8 side by side, about 13 min on two cores).
 """
 
 from __future__ import annotations
