@@ -18,8 +18,10 @@ RESULTS = ROOT / "results"
 CODE_PATHS = ("flowlib/book/training.py", "experiments", ":!experiments/results")  # what produces the results
 
 
-def provenance(**extra) -> dict:
+def provenance(*, device: torch.device | None = None, **extra) -> dict:
     """Seeds and settings are passed in ``extra``; this adds commit, versions, device and machine load.
+
+    ``device`` is where the script computes (default: the CPU); a CUDA device is recorded by its name.
 
     ``git_dirty_training_or_experiments`` flags uncommitted changes to the code that produced the results
     (``flowlib/book/training.py`` and ``experiments/``, the results files themselves excluded).
@@ -49,7 +51,7 @@ def provenance(**extra) -> dict:
         "flowlib": flowlib.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "device": "cpu",
+        "device": "cpu" if device is None or device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": os.getloadavg(),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

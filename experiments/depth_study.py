@@ -217,8 +217,7 @@ def main(argv: list[str]) -> None:
         torch.save({"config": CONFIG, "seeds": seeds, "run": run, "timing": timing}, CACHE / f"L{L}_seeds{tag}.pt")
         print(f"L = {L:>3}, seeds {seeds}: {timing['cpu_s']:.0f} s CPU, {timing['wall_s']:.0f} s wall", flush=True)
         return
-    prov = _common.provenance(config=CONFIG)
-    prov["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name()
+    prov = _common.provenance(config=CONFIG, device=dev)
     runs, timing = {}, {}
     for L in only or CONFIG["depths"]:
         cache = CACHE / f"L{L}.pt"

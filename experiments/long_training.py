@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from experiments import _common  # noqa: E402
+from experiments.depth_study import CACHE, assemble, load_cached, train_and_cache  # noqa: E402
 from experiments.depth_study import CONFIG as DEPTH_CONFIG  # noqa: E402
-from experiments.depth_study import assemble, load_cached, train_and_cache  # noqa: E402
 
 CONFIG = {
     **DEPTH_CONFIG,
@@ -30,7 +30,6 @@ CONFIG = {
     "checkpoints": [*DEPTH_CONFIG["checkpoints"], 9000, 12000, 18000, 24000],
     "curve_window": 200,
 }
-CACHE = _common.RESULTS / "cache"
 
 
 def main(argv: list[str]) -> None:
@@ -38,8 +37,7 @@ def main(argv: list[str]) -> None:
     dev = _common.device()
     only = [int(a) for a in argv[argv.index("--only") + 1 :]] if "--only" in argv else None
     CACHE.mkdir(parents=True, exist_ok=True)
-    prov = _common.provenance(config=CONFIG)
-    prov["device"] = str(dev) if dev.type == "cpu" else torch.cuda.get_device_name()
+    prov = _common.provenance(config=CONFIG, device=dev)
     runs, timing = {}, {}
     for L in only or CONFIG["depths"]:
         cache = CACHE / f"long_L{L}.pt"
